@@ -1,0 +1,31 @@
+"""Helpers that bundle configs call at parse time (locating the bundle, resolving paths)."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+
+def find_bundle_root(name: str) -> str:
+    """Return the folder of bundle ``name`` (the one that holds ``configs/``) as an absolute path.
+
+    ``monai.bundle run`` gives a config no way to know its own location, so we look, in order, at:
+    the ``--config_file`` / ``--meta_file`` arguments on the command line (a config inside ``<root>/configs/``),
+    ``./bundles/<name>`` (the repository root), ``./<name>`` and ``.`` (inside a downloaded bundle folder).
+    ``--bundle_root DIR`` on the command line still overrides the result, as with any config key.
+    """
+    for arg in sys.argv[1:]:
+        for token in re.split(r"[\[\],'\"\s]+", arg):
+            path = Path(token)
+            if path.suffix in (".json", ".yaml", ".yml") and path.parent.name == "configs" and path.exists():
+                root = path.resolve().parent.parent
+                if root.name == name or (root / "configs" / "metadata.json").exists():
+                    return str(root)
+    for candidate in (Path("bundles") / name, Path(name), Path(".")):
+        if (candidate / "configs" / "metadata.json").exists():
+            return str(candidate.resolve())
+    raise FileNotFoundError(
+        f"cannot find the folder of bundle '{name}': run from the repository root or the bundle folder, "
+        "or pass --bundle_root DIR"
+    )

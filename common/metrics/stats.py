@@ -1,0 +1,57 @@
+"""Summaries with uncertainty: mean, std and a 95 % confidence interval, across folds/seeds or by bootstrap."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from scipy import stats as _st
+
+
+def summarize(values: Sequence[float], confidence: float = 0.95) -> dict:
+    """Mean, sample std (ddof=1) and a Student-t confidence interval of the mean of ``values``.
+
+    With k folds the interval uses k - 1 degrees of freedom; it is wide for 3 folds, as it should be.
+    A single value gets ``std = 0`` and the degenerate interval ``[v, v]``; NaNs are dropped and counted.
+    """
+    arr = np.asarray([float(v) for v in values], dtype=np.float64)
+    finite = arr[np.isfinite(arr)]
+    n = int(finite.size)
+    if n == 0:
+        return {"mean": None, "std": None, "ci95": [None, None], "n": 0, "n_nan": int(arr.size)}
+    mean = float(finite.mean())
+    if n == 1:
+        return {"mean": mean, "std": 0.0, "ci95": [mean, mean], "n": 1, "n_nan": int(arr.size - n)}
+    std = float(finite.std(ddof=1))
+    half = float(_st.t.ppf(0.5 + confidence / 2.0, df=n - 1) * std / np.sqrt(n))
+    return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "n": n, "n_nan": int(arr.size - n)}
+
+
+def bootstrap_ci(
+    statistic: Callable[..., float],
+    *arrays: np.ndarray,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict:
+    """Percentile bootstrap of ``statistic(*arrays)``, resampling the rows of all arrays together.
+
+    Returns ``{"value", "std", "ci95": [lo, hi], "n_resamples"}``; ``value`` is the statistic on the full data.
+    Resamples on which the statistic is undefined (NaN, e.g. an AUC with one class) are skipped.
+    """
+    arrays = tuple(np.asarray(a) for a in arrays)
+    n = len(arrays[0])
+    if any(len(a) != n for a in arrays):
+        raise ValueError("bootstrap_ci: all arrays need the same number of rows")
+    rng = np.random.default_rng(seed)
+    value = float(statistic(*arrays))
+    samples = []
+    for _ in range(n_resamples):
+        idx = rng.integers(0, n, size=n)
+        v = float(statistic(*(a[idx] for a in arrays)))
+        if np.isfinite(v):
+            samples.append(v)
+    if not samples:
+        return {"value": value, "std": None, "ci95": [None, None], "n_resamples": 0}
+    lo, hi = np.percentile(samples, [50 * (1 - confidence), 50 * (1 + confidence)])
+    return {"value": value, "std": float(np.std(samples, ddof=1)), "ci95": [float(lo), float(hi)], "n_resamples": len(samples)}
