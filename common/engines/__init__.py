@@ -1,1 +1,26 @@
+"""Ignite training: one GAN trainer for every paper, the downstream classifier trainer, shared handlers."""
 
+from common.engines.classifier_training import ClassifierRecipe, evaluate_classifier, fit_classifier, predict_probs
+from common.engines.gan_trainer import GANTrainer, make_ema, prepare_gan_batch
+from common.engines.gan_training import GANRecipe, fit_gan, fit_gans, load_generators, sample_images
+from common.engines.handlers import LossHistory, NaNGuard, SampleGridSaver, attach_resume, latest_checkpoint
+
+__all__ = [
+    "ClassifierRecipe",
+    "GANRecipe",
+    "GANTrainer",
+    "LossHistory",
+    "NaNGuard",
+    "SampleGridSaver",
+    "attach_resume",
+    "evaluate_classifier",
+    "fit_classifier",
+    "fit_gan",
+    "fit_gans",
+    "latest_checkpoint",
+    "load_generators",
+    "make_ema",
+    "predict_probs",
+    "prepare_gan_batch",
+    "sample_images",
+]

@@ -54,4 +54,9 @@ def bootstrap_ci(
     if not samples:
         return {"value": value, "std": None, "ci95": [None, None], "n_resamples": 0}
     lo, hi = np.percentile(samples, [50 * (1 - confidence), 50 * (1 + confidence)])
-    return {"value": value, "std": float(np.std(samples, ddof=1)), "ci95": [float(lo), float(hi)], "n_resamples": len(samples)}
+    return {
+        "value": value,
+        "std": float(np.std(samples, ddof=1)),
+        "ci95": [float(lo), float(hi)],
+        "n_resamples": len(samples),
+    }

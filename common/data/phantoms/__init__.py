@@ -1,1 +1,13 @@
+"""Procedural ("phantom") data sets: the embedded defaults that every bundle runs on out of the box.
 
+Configs name them directly, e.g. ``{"_target_": "common.data.phantoms.LiverLesionPhantom", "seed": 0}``, and pass
+the instance to ``common.data.load_classification_dataset(..., phantom=..., phantom_dir=...)``.
+"""
+
+from common.data.phantoms.base import Phantom
+from common.data.phantoms.liver import LiverLesionPhantom
+
+#: Phantoms by name, for code that picks one from a string.
+PHANTOMS: dict[str, type[Phantom]] = {LiverLesionPhantom.name: LiverLesionPhantom}
+
+__all__ = ["PHANTOMS", "LiverLesionPhantom", "Phantom"]

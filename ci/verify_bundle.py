@@ -1,0 +1,1016 @@
+#!/usr/bin/env python
+"""Verify one synthaug bundle the way the MONAI model zoo's CI does, plus synthaug's house rules.
+
+Usage (from the repository root)::
+
+    python ci/verify_bundle.py bundles/<name>                  # static checks + network shapes (seconds)
+    python ci/verify_bundle.py bundles/<name> --smoke          # + a tiny train and inference run (minutes)
+    python ci/verify_bundle.py bundles/<name> --smoke --keep /tmp/smoke_<name>   # keep the smoke outputs
+
+Prints one line per check, ``PASS name``, ``FAIL name: reason``, ``WARN name: reason`` or ``SKIP name: reason``,
+then a summary line. Exit status: 0 when no check failed (WARN and SKIP do not fail), 1 otherwise, 2 on bad usage.
+
+Checks, by the name they print:
+
+- ``required_files``: configs/{metadata,train,inference,evaluate,quick}.json, configs/logging.conf,
+  docs/README.md, docs/data_license.txt, LICENSE and the models/ folder exist.
+- ``no_scripts_dir``: no scripts/ folder (house rule: code lives in ``common``; ``$import scripts`` also breaks
+  outside the bundle root).
+- ``logging_conf``: configs/logging.conf is an INI file with [loggers], [handlers] and [formatters].
+- ``large_files``: every entry of large_files.yml (models/ or the bundle root; .yml/.yaml/.json) has ``path``,
+  ``url``, ``hash_val`` (64 hex digits) and ``hash_type: sha256``; a listed file that is present has that hash.
+- ``file_sizes``: no file of the bundle is larger than 25 MB unless large_files.yml lists it (files git ignores,
+  e.g. the phantom data a bundle writes under data/, are not part of the bundle and are not counted).
+- ``metadata_schema``: configs/metadata.json is valid against ci/schema/meta_schema_20240725.json (a local,
+  offline reconstruction of MONAI's official schema; see the file's description).
+- ``metadata_schema_url``: its ``schema`` field names meta_schema_20240725.json (the schema checked here).
+- ``metadata_version``: ``version`` is a ``changelog`` key and the newest one.
+- ``metadata_packages``: ``required_packages_version`` pins ``synthaug-bundles`` (WARN when the pin differs
+  from the version in setup.cfg).
+- ``config_parse:<file>``: every configs/*.json parses with ``monai.bundle.ConfigParser`` on its own, and so do
+  ``train+evaluate+quick`` (the protocol command) and ``train+quick[+smoke]`` (the smoke training).
+- ``config_keys:<combo>``: train.json, inference.json and train+evaluate+quick define bundle_root, device,
+  dataset_dir, output_dir, network_def and network (keys the zoo and MONAI Label read).
+- ``config_refs:<combo>``: every ``@id`` reference in those combinations names an existing id.
+- ``run_ids:train.json``: train.json defines both ``training`` (the design card's run id) and ``run`` (MONAI's
+  default, which MONAI Label calls).
+- ``run_ids:inference.json``: inference.json defines ``run`` and no item outside ``initialize`` refers to
+  ``@initialize`` (MONAI Label instantiates ``network_def``, ``inferer`` ... without running ``initialize``, so
+  nothing else may depend on state that only ``initialize`` creates).
+- ``properties:infer`` / ``properties:train``: ``monai.bundle.ConfigWorkflow(...).check_properties()`` for
+  ``workflow_type="infer"`` on inference.json and ``"train"`` on train.json. A missing required property FAILs
+  for inference (MONAI Label loads inference.json through exactly these properties: dataset, evaluator,
+  inferer, network_def, ...). For training it is only a WARN: MONAI's train property set describes a supervised
+  ``SupervisedTrainer`` (``train#trainer``, ``train#dataset``, ``train#inferer``, ``train#trainer#max_epochs``)
+  and a GAN trainer has no single inferer and two networks, so a faithful GAN bundle may legitimately miss some.
+  Properties are checked for presence only (see ``_PresenceWorkflow``): nothing is instantiated.
+- ``network_shape``: ``network`` (else ``network_def``) of inference.json (else train.json) is instantiated;
+  dummy inputs (batch 2) are built from ``network_data_format.inputs`` and passed positionally in the order the
+  inputs are listed, so a conditional generator ``forward(z, labels)`` lists ``latent`` then ``condition``;
+  the output's channels and spatial shape are compared with the first entry of ``outputs`` (the first element
+  if the network returns a tuple/list; the entry of that name, else the first value, if it returns a dict).
+  Dummy inputs: integer ``dtype`` -> class ids in ``value_range`` [lo, hi] (else 0..len(channel_def)-1, else
+  0..num_channels-1), shape (2,) for a non-spatial single-channel input (e.g. an ``nn.Embedding`` condition);
+  ``type: noise`` -> N(0, 1) of shape (2, num_channels) or (2, num_channels, *spatial_shape); a float
+  ``labels``/``classes``/``segmentation`` input -> one-hot maps; anything else -> uniform in ``value_range``.
+  ``"*"`` sizes become 32; one-letter variables (``"2**n"``) get the smallest common value that makes every
+  size >= 16, shared between inputs and outputs.
+- ``--smoke``: ``smoke_train`` runs ``python -m monai.bundle run training --config_file
+  "['<b>/configs/train.json','<b>/configs/quick.json'(,'<b>/configs/smoke.json')]" --output_dir OUT
+  --max_epochs 1`` (plus ``--meta_file``, ``--logging_file``, ``--bundle_root``), ``smoke_checkpoint`` wants a
+  ``*.pt``/``*.pth`` under OUT, ``smoke_inference`` runs ``python -m monai.bundle run --config_file
+  "['<b>/configs/inference.json'(,'<b>/configs/smoke_inference.json')]" --output_dir OUT`` (and
+  ``--ckpt_path <newest checkpoint>`` when inference.json has a top-level ``ckpt_path``), and
+  ``smoke_outputs`` wants new data files plus a datalist JSON (a list of dicts, or a dict of such lists) whose
+  entries name files that exist. Each run is a subprocess from the repository root with ``--timeout`` seconds.
+
+Per-bundle smoke conventions: ``configs/smoke.json`` (optional) is added after quick.json for the smoke training
+(shrink the phantom data set to a few images, batch size 2 ...); ``configs/smoke_inference.json`` (optional) is
+added after inference.json (e.g. generate 4 samples). Both are ordinary override files, so they must parse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import configparser
+import contextlib
+import hashlib
+import json
+import logging
+import operator
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "meta_schema_20240725.json"
+SCHEMA_NAME = SCHEMA_PATH.name
+
+# Bundle configs name ``common....`` in ``_target_``; running this file puts ci/ (not the root) on sys.path.
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+REQUIRED_FILES: tuple[str, ...] = (
+    "configs/metadata.json",
+    "configs/train.json",
+    "configs/inference.json",
+    "configs/evaluate.json",
+    "configs/quick.json",
+    "configs/logging.conf",
+    "docs/README.md",
+    "docs/data_license.txt",
+    "LICENSE",
+)
+REQUIRED_DIRS: tuple[str, ...] = ("models",)
+CONFIG_KEYS: tuple[str, ...] = ("bundle_root", "device", "dataset_dir", "output_dir", "network_def", "network")
+PACKAGE_PIN = "synthaug-bundles"
+MAX_FILE_BYTES = 25 * 1000 * 1000  # the model zoo's limit for files committed with a bundle
+LARGE_FILES_NAMES: tuple[str, ...] = ("large_files.yml", "large_files.yaml", "large_files.json")
+CHECKPOINT_SUFFIXES: tuple[str, ...] = (".pt", ".pth")
+DEFAULT_TIMEOUT_S = 900.0
+ANY_SIZE = 32  # a "*" spatial size in network_data_format
+MIN_VARIABLE_SIZE = 16  # one-letter size variables ("2**n") are chosen so that every size is at least this
+BATCH = 2
+
+STATUSES = ("PASS", "FAIL", "WARN", "SKIP")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# reporting
+
+
+@dataclass
+class Result:
+    """One printed line: status, check name, reason, and optional indented detail lines (e.g. a log tail)."""
+
+    status: str
+    name: str
+    reason: str = ""
+    details: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        return f"{self.status} {self.name}" + (f": {self.reason}" if self.reason else "")
+
+
+class Report:
+    """Collects results and prints each as it comes, so a long smoke run shows progress."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream
+        self.results: list[Result] = []
+
+    def add(self, status: str, name: str, reason: str = "", details: Sequence[str] = ()) -> Result:
+        assert status in STATUSES, status
+        result = Result(status, name, " ".join(reason.split()), list(details))
+        self.results.append(result)
+        stream = self.stream if self.stream is not None else sys.stdout
+        print(result.line(), file=stream, flush=True)
+        for d in result.details:
+            print(f"    | {d}", file=stream, flush=True)
+        return result
+
+    def ok(self, name: str, reason: str = "") -> None:
+        self.add("PASS", name, reason)
+
+    def fail(self, name: str, reason: str, details: Sequence[str] = ()) -> None:
+        self.add("FAIL", name, reason, details)
+
+    def warn(self, name: str, reason: str) -> None:
+        self.add("WARN", name, reason)
+
+    def skip(self, name: str, reason: str) -> None:
+        self.add("SKIP", name, reason)
+
+    def check(self, name: str, fn: Callable[[], Any]) -> None:
+        """Run one check; an unexpected exception is that check's FAIL, never a crash of the whole run."""
+        try:
+            fn()
+        except Exception as e:  # any error in a bundle is a finding, not a verifier bug
+            self.fail(name, f"{type(e).__name__}: {e}")
+
+    @property
+    def failed(self) -> int:
+        return sum(r.status == "FAIL" for r in self.results)
+
+    def summary(self) -> str:
+        counts = {s: sum(r.status == s for r in self.results) for s in STATUSES}
+        return ", ".join(f"{counts[s]} {s.lower()}" for s in STATUSES)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence MONAI's logging (its handlers write to stdout) and warnings, so stdout stays one line per check."""
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the bundle
+
+
+@dataclass
+class Bundle:
+    """Paths of one bundle folder."""
+
+    root: Path
+
+    @property
+    def configs(self) -> Path:
+        return self.root / "configs"
+
+    def config(self, name: str) -> Path:
+        return self.configs / name
+
+    @property
+    def meta_file(self) -> Path:
+        return self.config("metadata.json")
+
+    @property
+    def logging_file(self) -> Path:
+        return self.config("logging.conf")
+
+    def optional(self, name: str) -> list[Path]:
+        """``[configs/name]`` when the bundle has that override file, else ``[]``."""
+        path = self.config(name)
+        return [path] if path.is_file() else []
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# files
+
+
+def check_required_files(b: Bundle, r: Report) -> None:
+    missing = [f for f in REQUIRED_FILES if not (b.root / f).is_file()]
+    missing += [f"{d}/" for d in REQUIRED_DIRS if not (b.root / d).is_dir()]
+    if missing:
+        r.fail("required_files", "missing " + ", ".join(missing))
+    else:
+        r.ok("required_files")
+
+
+def check_no_scripts(b: Bundle, r: Report) -> None:
+    if (b.root / "scripts").exists():
+        r.fail("no_scripts_dir", "scripts/ exists: bundle code belongs in the common package (configs name common....)")
+    else:
+        r.ok("no_scripts_dir")
+
+
+def check_logging_conf(b: Bundle, r: Report) -> None:
+    if not b.logging_file.is_file():
+        r.skip("logging_conf", "configs/logging.conf is missing")
+        return
+    ini = configparser.RawConfigParser()
+    ini.read(b.logging_file, encoding="utf-8")
+    missing = [s for s in ("loggers", "handlers", "formatters") if not ini.has_section(s)]
+    if missing:
+        r.fail("logging_conf", "configs/logging.conf lacks section(s) " + ", ".join(f"[{s}]" for s in missing))
+    else:
+        r.ok("logging_conf")
+
+
+def _find_large_files_list(b: Bundle) -> Path | None:
+    for folder in (b.root / "models", b.root):
+        for name in LARGE_FILES_NAMES:
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_large_files(b: Bundle, r: Report) -> set[Path]:
+    """Validate large_files.yml; return the resolved paths it lists (exempt from the size limit)."""
+    listed: set[Path] = set()
+    path = _find_large_files_list(b)
+    if path is None:
+        r.ok("large_files", "no large_files.yml")
+        return listed
+    try:
+        if path.suffix == ".json":
+            content = json.loads(path.read_text(encoding="utf-8"))
+        else:
+            import yaml  # PyYAML comes with MONAI's bundle tools; only needed when the bundle has this file
+
+            content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except Exception as e:
+        r.fail("large_files", f"{path.relative_to(b.root)} does not parse: {e}")
+        return listed
+    entries = content.get("large_files") if isinstance(content, dict) else None
+    if not isinstance(entries, list) or not entries:
+        r.fail("large_files", f"{path.relative_to(b.root)} needs a non-empty list under 'large_files'")
+        return listed
+    problems: list[str] = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            problems.append(f"entry {i} is not a mapping")
+            continue
+        label = entry.get("path", f"entry {i}")
+        missing = [k for k in ("path", "url", "hash_val", "hash_type") if not entry.get(k)]
+        if missing:
+            problems.append(f"{label}: missing {', '.join(missing)}")
+        if entry.get("hash_type") and str(entry["hash_type"]).lower() != "sha256":
+            problems.append(f"{label}: hash_type is {entry['hash_type']!r}, not sha256")
+        hash_val = str(entry.get("hash_val", ""))
+        if hash_val and not re.fullmatch(r"[0-9a-fA-F]{64}", hash_val):
+            problems.append(f"{label}: hash_val is not a sha256 hex digest")
+        if entry.get("path"):
+            target = (b.root / str(entry["path"])).resolve()
+            listed.add(target)
+            # a downloaded copy must be the file the url serves, or users get different weights than CI checked
+            if target.is_file() and re.fullmatch(r"[0-9a-fA-F]{64}", hash_val) and _sha256(target) != hash_val.lower():
+                problems.append(f"{label}: the local file's sha256 differs from hash_val")
+    if problems:
+        r.fail("large_files", "; ".join(problems))
+    else:
+        r.ok("large_files", f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'} in {path.relative_to(b.root)}")
+    return listed
+
+
+def _bundle_files(root: Path) -> list[Path]:
+    """Files that belong to the bundle: git's view (tracked + untracked, not ignored) when in a repository."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "ls-files", "--cached", "--others", "--exclude-standard", "-z", "--", "."],
+            capture_output=True,
+            check=True,
+            timeout=60,
+        ).stdout
+        return [root / p for p in out.decode().split("\0") if p and (root / p).is_file()]
+    except (OSError, subprocess.SubprocessError):
+        return [p for p in root.rglob("*") if p.is_file() and ".git" not in p.relative_to(root).parts]
+
+
+def check_file_sizes(b: Bundle, r: Report, listed: set[Path]) -> None:
+    too_big = [
+        f"{p.relative_to(b.root)} ({p.stat().st_size / 1e6:.1f} MB)"
+        for p in _bundle_files(b.root)
+        if p.stat().st_size > MAX_FILE_BYTES and p.resolve() not in listed
+    ]
+    if too_big:
+        r.fail("file_sizes", "larger than 25 MB and not in large_files.yml: " + ", ".join(too_big))
+    else:
+        r.ok("file_sizes")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# metadata
+
+
+def _version_key(version: str) -> tuple:
+    """Sort key for bundle versions: PEP 440 when it parses, else the tuple of its integers."""
+    try:
+        from packaging.version import InvalidVersion, Version
+
+        try:
+            return (1, Version(version))
+        except InvalidVersion:
+            pass
+    except ImportError:
+        pass
+    return (0, tuple(int(x) for x in re.findall(r"\d+", version)))
+
+
+def _setup_cfg_version() -> str | None:
+    ini = configparser.ConfigParser()
+    if ini.read(REPO_ROOT / "setup.cfg", encoding="utf-8") and ini.has_option("metadata", "version"):
+        return ini.get("metadata", "version").strip()
+    return None
+
+
+def load_metadata(b: Bundle, r: Report) -> dict | None:
+    if not b.meta_file.is_file():
+        r.skip("metadata_schema", "configs/metadata.json is missing")
+        return None
+    try:
+        meta = json.loads(b.meta_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        r.fail("metadata_schema", f"configs/metadata.json is not valid JSON: {e}")
+        return None
+    if not isinstance(meta, dict):
+        r.fail("metadata_schema", "configs/metadata.json is not a JSON object")
+        return None
+    return meta
+
+
+def check_metadata_schema(meta: dict, r: Report) -> None:
+    import jsonschema
+
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    validator_cls = jsonschema.Draft7Validator
+    validator_cls.check_schema(schema)
+    # the schema has only internal $refs, so validation never touches the network
+    errors = sorted(validator_cls(schema).iter_errors(meta), key=lambda e: list(e.absolute_path))
+    if not errors:
+        r.ok("metadata_schema", f"valid against ci/schema/{SCHEMA_NAME}")
+        return
+    messages = []
+    for error in errors[:5]:
+        # an anyOf error ("a tensor or a scalar") says little; best_match descends to the sub-error that does
+        best = jsonschema.exceptions.best_match([error])
+        where = "/".join(str(p) for p in best.absolute_path) or "(top level)"
+        messages.append(f"{where}: {best.message}")
+    more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
+    r.fail("metadata_schema", "; ".join(messages) + more)
+
+
+def check_metadata_schema_url(meta: dict, r: Report) -> None:
+    url = meta.get("schema")
+    if not isinstance(url, str):
+        r.skip("metadata_schema_url", "no 'schema' field")
+    elif url.rstrip("/").rsplit("/", 1)[-1] != SCHEMA_NAME:
+        r.fail("metadata_schema_url", f"'schema' is {url!r}; this CI validates against {SCHEMA_NAME}")
+    else:
+        r.ok("metadata_schema_url")
+
+
+def check_metadata_version(meta: dict, r: Report) -> None:
+    version, changelog = meta.get("version"), meta.get("changelog")
+    if not isinstance(version, str) or not isinstance(changelog, dict) or not changelog:
+        r.fail("metadata_version", "needs a string 'version' and a non-empty 'changelog' object")
+        return
+    newest = max(changelog, key=_version_key)
+    if version not in changelog:
+        r.fail("metadata_version", f"version {version} is not a changelog key (newest is {newest})")
+    elif version != newest:
+        r.fail("metadata_version", f"version {version} is not the newest changelog key ({newest})")
+    else:
+        r.ok("metadata_version", version)
+
+
+def check_metadata_packages(meta: dict, r: Report) -> None:
+    packages = meta.get("required_packages_version")
+    pin = packages.get(PACKAGE_PIN) if isinstance(packages, dict) else None
+    if not isinstance(pin, str) or not pin.strip():
+        r.fail("metadata_packages", f'required_packages_version must pin {PACKAGE_PIN!r} (e.g. "0.1.0")')
+        return
+    current = _setup_cfg_version()
+    if current is not None and pin.strip().lstrip("=") != current:
+        r.warn("metadata_packages", f"pins {PACKAGE_PIN} {pin} but setup.cfg says {current}")
+    else:
+        r.ok("metadata_packages", f"{PACKAGE_PIN} {pin}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# configs
+
+
+def _label(files: Sequence[Path]) -> str:
+    """``train.json`` for one file, ``train+evaluate+quick`` for several."""
+    return files[0].name if len(files) == 1 else "+".join(f.stem for f in files)
+
+
+def load_config(files: Sequence[Path], meta_file: Path | None = None) -> Any:
+    """A parsed (macros and relative ids resolved, nothing evaluated) ``ConfigParser`` of ``files`` merged in order."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    with _quiet():
+        parser.read_config([str(f) for f in files])
+        if meta_file is not None and meta_file.is_file():
+            parser.read_meta(str(meta_file))
+        parser.parse(reset=True)
+    return parser
+
+
+def _walk(config: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(id, value) of every node of a config, ids joined with ``#``."""
+    yield prefix, config
+    if isinstance(config, dict):
+        items: Any = config.items()
+    elif isinstance(config, list):
+        items = enumerate(config)
+    else:
+        return
+    for k, v in items:
+        yield from _walk(v, f"{prefix}#{k}" if prefix else str(k))
+
+
+def _references(config: Any) -> Iterator[tuple[str, str]]:
+    """(id of the item, referenced id) for every ``@ref`` in a config, both with ``#`` separators."""
+    from monai.bundle.reference_resolver import ReferenceResolver
+
+    for item_id, value in _walk(config):
+        if isinstance(value, str):
+            for ref in ReferenceResolver.match_refs_pattern(value):
+                yield item_id, ref.replace("::", "#")
+
+
+def _is_under(item_id: str, root: str) -> bool:
+    return item_id == root or item_id.startswith(root + "#")
+
+
+def check_configs(b: Bundle, r: Report) -> dict[str, Any]:
+    """Parse every config and the combinations the commands use; return the parsers by label."""
+    parsers: dict[str, Any] = {}
+    singles = sorted(p for p in b.configs.glob("*.json") if p.name != "metadata.json") if b.configs.is_dir() else []
+    for path in singles:
+        name = f"config_parse:{path.name}"
+        try:
+            parsers[path.name] = load_config([path], b.meta_file)
+            r.ok(name)
+        except Exception as e:
+            r.fail(name, f"{type(e).__name__}: {e}")
+
+    train, inference, evaluate, quick = (
+        b.config(n) for n in ("train.json", "inference.json", "evaluate.json", "quick.json")
+    )
+    combos: list[list[Path]] = [[train, evaluate, quick], [train, quick, *b.optional("smoke.json")]]
+    if b.optional("smoke_inference.json"):
+        combos.append([inference, *b.optional("smoke_inference.json")])
+    for files in combos:
+        label = _label(files)
+        name = f"config_parse:{label}"
+        if not all(f.is_file() for f in files):
+            r.skip(name, "missing " + ", ".join(f.name for f in files if not f.is_file()))
+            continue
+        try:
+            parsers[label] = load_config(files, b.meta_file)
+            r.ok(name)
+        except Exception as e:
+            r.fail(name, f"{type(e).__name__}: {e}")
+
+    # the runnable configurations: each must have the keys and resolvable references
+    for label in ("train.json", "inference.json", _label([train, evaluate, quick])):
+        parser = parsers.get(label)
+        if parser is None:
+            r.skip(f"config_keys:{label}", "not parsed")
+            r.skip(f"config_refs:{label}", "not parsed")
+            continue
+        missing = [k for k in CONFIG_KEYS if k not in parser]
+        if missing:
+            r.fail(f"config_keys:{label}", "missing " + ", ".join(missing))
+        else:
+            r.ok(f"config_keys:{label}")
+        dangling = sorted(
+            {f"@{ref} (in {item or '<root>'})" for item, ref in _references(parser.get()) if ref not in parser}
+        )
+        if dangling:
+            r.fail(f"config_refs:{label}", "unknown id(s): " + ", ".join(dangling[:10]))
+        else:
+            r.ok(f"config_refs:{label}")
+
+    check_run_ids(parsers, r)
+    return parsers
+
+
+def check_run_ids(parsers: dict[str, Any], r: Report) -> None:
+    train = parsers.get("train.json")
+    if train is None:
+        r.skip("run_ids:train.json", "train.json not parsed")
+    else:
+        missing = [k for k in ("training", "run") if k not in train]
+        if missing:
+            r.fail(
+                "run_ids:train.json", "missing run id(s) " + ", ".join(missing) + " (define both 'training' and 'run')"
+            )
+        else:
+            r.ok("run_ids:train.json")
+
+    inference = parsers.get("inference.json")
+    if inference is None:
+        r.skip("run_ids:inference.json", "inference.json not parsed")
+        return
+    problems = [] if "run" in inference else ["missing run id 'run'"]
+    init_refs = sorted(
+        f"{item} -> @{ref}"
+        for item, ref in _references(inference.get())
+        if _is_under(ref, "initialize") and not _is_under(item, "initialize")
+    )
+    if init_refs:
+        problems.append("items outside 'initialize' refer to initialize-only state: " + ", ".join(init_refs))
+    if problems:
+        r.fail("run_ids:inference.json", "; ".join(problems))
+    else:
+        r.ok("run_ids:inference.json")
+
+
+def _presence_workflow_cls() -> type:
+    """Build ``_PresenceWorkflow`` lazily: importing MONAI costs seconds and ``--help`` should not pay it."""
+    from monai.bundle import ConfigWorkflow
+    from monai.bundle.properties import BundlePropertyConfig
+
+    class _PresenceWorkflow(ConfigWorkflow):
+        """A ``ConfigWorkflow`` whose properties resolve to their raw config instead of being instantiated.
+
+        MONAI's ``check_properties()`` tests ``hasattr(workflow, name)``, which parses the property: before
+        ``initialize()`` that raises instead of reporting, and after it instantiates datasets and trainers
+        (building loaders, writing phantom data into ``dataset_dir``) and stops at the first missing id with a
+        KeyError. Presence of the config id is what the check is about, so only that is looked up; MONAI's own
+        property tables and its optional-id consistency check are used unchanged.
+        """
+
+        def _get_property(self, name: str, property: dict) -> Any:
+            prop_id = property[BundlePropertyConfig.ID]
+            if prop_id not in self.parser:
+                raise AttributeError(f"config id {prop_id!r} of property {name!r} is missing")
+            return self.parser[prop_id]
+
+    return _PresenceWorkflow
+
+
+def check_properties(b: Bundle, r: Report) -> None:
+    from monai.bundle.properties import BundlePropertyConfig
+
+    for workflow_type, config, missing_status in (("infer", "inference.json", "FAIL"), ("train", "train.json", "WARN")):
+        name = f"properties:{workflow_type}"
+        if not b.config(config).is_file() or not b.meta_file.is_file():
+            r.skip(name, f"{config} or metadata.json is missing")
+            continue
+        try:
+            with _quiet():
+                workflow = _presence_workflow_cls()(
+                    config_file=str(b.config(config)),
+                    meta_file=str(b.meta_file),
+                    logging_file=False,
+                    workflow_type=workflow_type,
+                )
+                missing = workflow.check_properties() or []
+        except Exception as e:
+            r.add(missing_status, name, f"check_properties() raised {type(e).__name__}: {e}")
+            continue
+        if missing:
+            ids = {n: workflow.properties[n].get(BundlePropertyConfig.ID, n) for n in missing}
+            listed = ", ".join(f"{n} ({i})" if i != n else n for n, i in ids.items())
+            hint = (
+                " (a GAN trainer need not fit MONAI's supervised train properties)" if workflow_type == "train" else ""
+            )
+            r.add(missing_status, name, f"{config} lacks required or misnamed propert(ies): {listed}{hint}")
+        else:
+            r.ok(name, f"{config}: all required properties present")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# network shapes
+
+_SAFE_OPS: dict[type, Callable[..., Any]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Pow: operator.pow,
+    ast.Mod: operator.mod,
+    ast.USub: operator.neg,
+    ast.UAdd: operator.pos,
+}
+
+
+def _eval_size(expr: str, env: dict[str, int]) -> float:
+    """Evaluate a spatial_shape expression such as ``"2**n*m"`` with integer arithmetic only (never ``eval``)."""
+
+    def ev(node: ast.AST) -> float:
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+            return node.value
+        if isinstance(node, ast.Name) and node.id in env:
+            return env[node.id]
+        if isinstance(node, ast.BinOp) and type(node.op) in _SAFE_OPS:
+            return _SAFE_OPS[type(node.op)](ev(node.left), ev(node.right))
+        if isinstance(node, ast.UnaryOp) and type(node.op) in _SAFE_OPS:
+            return _SAFE_OPS[type(node.op)](ev(node.operand))
+        raise ValueError(f"unsupported spatial_shape expression {expr!r}")
+
+    return ev(ast.parse(expr, mode="eval"))
+
+
+def _variables(expr: str) -> set[str]:
+    return {n.id for n in ast.walk(ast.parse(expr, mode="eval")) if isinstance(n, ast.Name)}
+
+
+def bind_size_variables(shapes: Sequence[Sequence[Any]]) -> dict[str, int]:
+    """One value for all one-letter variables of the input shapes: the smallest making every size >= 16."""
+    exprs = [s for shape in shapes for s in shape if isinstance(s, str) and s.strip() != "*"]
+    names = sorted(set().union(*(_variables(e) for e in exprs))) if exprs else []
+    if not names:
+        return {}
+    for value in range(1, 9):
+        env = dict.fromkeys(names, value)
+        sizes = [_eval_size(e, env) for e in exprs]
+        if all(float(s).is_integer() and s >= MIN_VARIABLE_SIZE for s in sizes):
+            return env
+    return dict.fromkeys(names, 4)
+
+
+def input_size(entry: Any, env: dict[str, int]) -> int:
+    if isinstance(entry, int):
+        return entry
+    if entry.strip() == "*":
+        return ANY_SIZE
+    return int(_eval_size(entry, env))
+
+
+def _torch_dtype(name: str) -> Any:
+    import torch
+
+    dtype = getattr(torch, str(name).replace("torch.", ""), None)
+    return dtype if isinstance(dtype, torch.dtype) else torch.float32
+
+
+def dummy_input(spec: Any, env: dict[str, int], generator: Any) -> Any:
+    """A batch of 2 matching one ``network_data_format.inputs`` entry (see the module docstring for the rules)."""
+    import torch
+
+    if not isinstance(spec, dict):
+        return spec  # a plain scalar argument
+    channels = int(spec.get("num_channels", 1))
+    spatial = [input_size(s, env) for s in spec.get("spatial_shape", [])]
+    dtype = _torch_dtype(spec.get("dtype", "float32"))
+    value_range = spec.get("value_range") or []
+    kind, fmt = spec.get("type"), str(spec.get("format", "")).lower()
+
+    if not dtype.is_floating_point and dtype != torch.bool:
+        if len(value_range) == 2:
+            lo, hi = int(value_range[0]), int(value_range[1])
+        else:
+            lo, hi = 0, max(len(spec.get("channel_def") or {}), channels, 1) - 1
+        shape = [BATCH] if not spatial and channels <= 1 else [BATCH, channels, *spatial]
+        return torch.randint(lo, hi + 1, shape, generator=generator, dtype=torch.int64).to(dtype)
+    shape = [BATCH, channels, *spatial]
+    if kind == "noise":
+        return torch.randn(shape, generator=generator).to(dtype)
+    if fmt in ("labels", "classes", "segmentation") and channels > 1:
+        ids = torch.randint(0, channels, [BATCH, *spatial], generator=generator)
+        return torch.movedim(torch.nn.functional.one_hot(ids, channels), -1, 1).to(dtype)
+    if len(value_range) == 2:
+        lo, hi = float(value_range[0]), float(value_range[1])
+        return (lo + (hi - lo) * torch.rand(shape, generator=generator)).to(dtype)
+    return torch.randn(shape, generator=generator).to(dtype)
+
+
+def expected_output_ok(spec: dict, shape: tuple[int, ...], env: dict[str, int]) -> bool:
+    channels = int(spec.get("num_channels", 1))
+    spatial = list(spec.get("spatial_shape", []))
+    if not spatial and channels <= 1 and shape == (BATCH,):
+        return True  # e.g. a discriminator score of shape (B,)
+    if len(shape) != 2 + len(spatial) or shape[0] != BATCH or shape[1] != channels:
+        return False
+    for want, got in zip(spatial, shape[2:]):
+        if isinstance(want, int):
+            if want != got:
+                return False
+        elif want.strip() != "*" and _variables(want) <= set(env) and _eval_size(want, env) != got:
+            return False  # sizes with variables the inputs do not bind are free
+    return True
+
+
+def _first_output(out: Any, name: str) -> Any:
+    if isinstance(out, dict):
+        return out[name] if name in out else next(iter(out.values()))
+    if isinstance(out, (tuple, list)):
+        return out[0]
+    return out
+
+
+def check_network(b: Bundle, r: Report, meta: dict | None) -> None:
+    import torch
+
+    name = "network_shape"
+    fmt = (meta or {}).get("network_data_format")
+    if not isinstance(fmt, dict) or not isinstance(fmt.get("inputs"), dict) or not isinstance(fmt.get("outputs"), dict):
+        r.skip(name, "metadata has no network_data_format with inputs and outputs")
+        return
+    if not fmt["inputs"] or not fmt["outputs"]:
+        r.skip(name, "network_data_format.inputs/outputs is empty")
+        return
+    config = next((c for c in (b.config("inference.json"), b.config("train.json")) if c.is_file()), None)
+    if config is None:
+        r.skip(name, "neither inference.json nor train.json exists")
+        return
+    parser = load_config([config], b.meta_file)
+    net_id = next((k for k in ("network", "network_def") if k in parser), None)
+    if net_id is None:
+        r.fail(name, f"{config.name} defines neither 'network' nor 'network_def'")
+        return
+    # the bundle's own bundle_root may locate itself from the command line; here the folder is known
+    parser["bundle_root"] = str(b.root)
+    parser.parse(reset=True)
+    with _quiet():
+        net = parser.get_parsed_content(net_id, instantiate=True)
+    if not isinstance(net, torch.nn.Module):
+        r.fail(name, f"'{net_id}' in {config.name} is a {type(net).__name__}, not a torch.nn.Module")
+        return
+
+    inputs: dict[str, Any] = fmt["inputs"]
+    out_name, out_spec = next(iter(fmt["outputs"].items()))
+    env = bind_size_variables([s.get("spatial_shape", []) for s in inputs.values() if isinstance(s, dict)])
+    param = next(iter(net.parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")
+    generator = torch.Generator().manual_seed(0)
+    args = [dummy_input(spec, env, generator) for spec in inputs.values()]
+    args = [a.to(device) if isinstance(a, torch.Tensor) else a for a in args]
+    described = ", ".join(
+        f"{k}{tuple(a.shape) if isinstance(a, torch.Tensor) else '=' + repr(a)}" for k, a in zip(inputs, args)
+    )
+    net.eval()
+    with torch.no_grad():
+        out = _first_output(net(*args), out_name)
+    if not isinstance(out, torch.Tensor):
+        r.fail(name, f"forward({described}) returned {type(out).__name__}, not a tensor")
+        return
+    shape = tuple(out.shape)
+    if expected_output_ok(out_spec, shape, env):
+        r.ok(name, f"{net_id}({described}) -> {out_name}{shape}")
+    else:
+        channels, spatial = out_spec.get("num_channels"), out_spec.get("spatial_shape")
+        want = f"(batch {BATCH}, num_channels={channels}, spatial_shape={spatial})"
+        r.fail(name, f"{net_id}({described}) -> {shape}, but outputs.{out_name} says {want}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# smoke run
+
+
+def _config_list_arg(files: Sequence[Path]) -> str:
+    """The ``--config_file`` value for several files, as the README's commands write it: "['a','b']"."""
+    return "[" + ",".join(f"'{f}'" for f in files) + "]"
+
+
+def _run_logged(cmd: list[str], log: Path, timeout: float) -> tuple[int | None, list[str]]:
+    """Run ``cmd`` from the repository root; return (exit code or None on timeout, last lines of its output)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w", encoding="utf-8") as f:
+        f.write("$ " + " ".join(cmd) + "\n")
+        f.flush()
+        # a session of its own, so a timeout can stop data-loader workers too, not only the main process
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            code: int | None = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            code = None
+    tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
+    return code, tail
+
+
+def _snapshot(folder: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()} if folder.is_dir() else {}
+
+
+def _datalist_entries(content: Any) -> list[dict]:
+    """Entries of a datalist: a list of dicts, or a dict whose list values are lists of dicts (Decathlon style)."""
+    if isinstance(content, list) and content and all(isinstance(e, dict) for e in content):
+        return content
+    if isinstance(content, dict):
+        return [e for v in content.values() if isinstance(v, list) for e in v if isinstance(e, dict)]
+    return []
+
+
+def _names_existing_file(entry: dict, bases: Sequence[Path]) -> bool:
+    for value in entry.values():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and item and any((base / item).is_file() for base in bases):
+                return True  # an absolute path ignores the base
+    return False
+
+
+def check_smoke(b: Bundle, r: Report, meta: dict | None, workdir: Path, timeout: float) -> None:
+    out, logs = workdir / "output", workdir / "logs"
+    out.mkdir(parents=True, exist_ok=True)
+    common = ["--meta_file", str(b.meta_file), "--bundle_root", str(b.root), "--output_dir", str(out)]
+    if b.logging_file.is_file():
+        common += ["--logging_file", str(b.logging_file)]
+    needed = [b.config(n) for n in ("train.json", "quick.json", "inference.json")] + [b.meta_file]
+    if not all(p.is_file() for p in needed):
+        for n in ("smoke_train", "smoke_checkpoint", "smoke_inference", "smoke_outputs"):
+            r.skip(n, "train.json, quick.json, inference.json or metadata.json is missing")
+        return
+
+    train_files = [b.config("train.json"), b.config("quick.json"), *b.optional("smoke.json")]
+    train_cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "training",
+        "--config_file",
+        _config_list_arg(train_files),
+    ]
+    train_cmd += [*common, "--max_epochs", "1"]
+    code, tail = _run_logged(train_cmd, logs / "smoke_train.log", timeout)
+    if code != 0:
+        why = f"timed out after {timeout:g} s" if code is None else f"exit code {code}"
+        r.fail("smoke_train", f"{why} (log: {logs / 'smoke_train.log'})", tail)
+        for n in ("smoke_checkpoint", "smoke_inference", "smoke_outputs"):
+            r.skip(n, "smoke training failed")
+        return
+    r.ok("smoke_train", _label(train_files) + ", 1 epoch")
+
+    checkpoints = sorted(
+        (p for p in out.rglob("*") if p.suffix in CHECKPOINT_SUFFIXES), key=lambda p: p.stat().st_mtime
+    )
+    if checkpoints:
+        r.ok("smoke_checkpoint", str(checkpoints[-1].relative_to(out)))
+    else:
+        r.fail("smoke_checkpoint", f"no *.pt checkpoint under {out}")
+
+    infer_files = [b.config("inference.json"), *b.optional("smoke_inference.json")]
+    infer_cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", _config_list_arg(infer_files), *common]
+    try:
+        has_ckpt_key = "ckpt_path" in load_config(infer_files, b.meta_file)
+    except Exception:  # a config that does not parse is reported by config_parse and fails below
+        has_ckpt_key = False
+    if has_ckpt_key and checkpoints:
+        infer_cmd += ["--ckpt_path", str(checkpoints[-1])]
+    before = _snapshot(out)
+    code, tail = _run_logged(infer_cmd, logs / "smoke_inference.log", timeout)
+    if code != 0:
+        why = f"timed out after {timeout:g} s" if code is None else f"exit code {code}"
+        r.fail("smoke_inference", f"{why} (log: {logs / 'smoke_inference.log'})", tail)
+        r.skip("smoke_outputs", "smoke inference failed")
+        return
+    r.ok("smoke_inference", _label(infer_files))
+
+    written = [p for p, t in _snapshot(out).items() if before.get(p) != t]
+    data_files = [p for p in written if p.suffix not in (".json", ".log", *CHECKPOINT_SUFFIXES)]
+    datalists = []
+    for p in (p for p in written if p.suffix == ".json"):
+        with contextlib.suppress(OSError, ValueError):
+            entries = _datalist_entries(json.loads(p.read_text(encoding="utf-8")))
+            if entries and _names_existing_file(entries[0], [p.parent, out, REPO_ROOT, b.root]):
+                datalists.append(p)
+    if not data_files:
+        r.fail("smoke_outputs", f"inference wrote no data files under {out}")
+    elif not datalists:
+        r.fail("smoke_outputs", f"inference wrote {len(data_files)} file(s) but no datalist JSON naming them")
+    else:
+        names = ", ".join(str(p.relative_to(out)) for p in datalists)
+        r.ok("smoke_outputs", f"{len(data_files)} file(s), datalist {names}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# main
+
+
+def verify(
+    bundle_dir: Path,
+    smoke: bool = False,
+    keep: Path | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    stream: TextIO | None = None,
+) -> Report:
+    """Run every check on ``bundle_dir``; return the report (its lines have been printed already)."""
+    b = Bundle(bundle_dir.resolve())
+    r = Report(stream)
+    r.check("required_files", lambda: check_required_files(b, r))
+    r.check("no_scripts_dir", lambda: check_no_scripts(b, r))
+    r.check("logging_conf", lambda: check_logging_conf(b, r))
+    listed: set[Path] = set()
+
+    def _large() -> None:
+        listed.update(check_large_files(b, r))
+
+    r.check("large_files", _large)
+    r.check("file_sizes", lambda: check_file_sizes(b, r, listed))
+
+    meta = load_metadata(b, r)
+    if meta is not None:
+        r.check("metadata_schema", lambda: check_metadata_schema(meta, r))
+        r.check("metadata_schema_url", lambda: check_metadata_schema_url(meta, r))
+        r.check("metadata_version", lambda: check_metadata_version(meta, r))
+        r.check("metadata_packages", lambda: check_metadata_packages(meta, r))
+
+    r.check("config_parse", lambda: check_configs(b, r))
+    r.check("properties", lambda: check_properties(b, r))
+    r.check("network_shape", lambda: check_network(b, r, meta))
+
+    if smoke:
+        workdir = keep if keep is not None else Path(tempfile.mkdtemp(prefix=f"smoke_{b.root.name}_"))
+        try:
+            r.check("smoke", lambda: check_smoke(b, r, meta, workdir, timeout))
+        finally:
+            if keep is None:
+                shutil.rmtree(workdir, ignore_errors=True)
+    return r
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description="Verify a synthaug MONAI bundle (model-zoo checks + house rules).",
+        epilog="Lines: PASS/FAIL/WARN/SKIP <check>[: reason]. Exit 1 if any check FAILs.",
+    )
+    ap.add_argument("bundle_dir", type=Path, help="the bundle folder, e.g. bundles/liver_lesion_gan")
+    ap.add_argument("--smoke", action="store_true", help="also run a tiny training + inference (subprocesses)")
+    ap.add_argument("--keep", type=Path, metavar="DIR", help="with --smoke: write the runs into DIR and keep it")
+    ap.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per smoke subprocess")
+    args = ap.parse_args(argv)
+    if not args.bundle_dir.is_dir():
+        ap.error(f"{args.bundle_dir} is not a folder")
+    if args.keep is not None:
+        if args.keep.exists() and any(args.keep.iterdir()):
+            # an old checkpoint there would let a failed run pass smoke_checkpoint
+            ap.error(f"--keep {args.keep} exists and is not empty")
+        args.keep.mkdir(parents=True, exist_ok=True)
+        args.keep = args.keep.resolve()
+    report = verify(args.bundle_dir, smoke=args.smoke, keep=args.keep, timeout=args.timeout)
+    print(f"{args.bundle_dir}: {report.summary()}", flush=True)
+    return 1 if report.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

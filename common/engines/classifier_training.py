@@ -1,0 +1,182 @@
+"""Train and apply the downstream classifiers (MONAI ``SupervisedTrainer``/``SupervisedEvaluator``).
+
+The model kept is the one with the best *validation* score (a patient-separate split of the training part);
+the test fold is never seen during training or selection.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from ignite.metrics import EpochMetric
+from monai.data import CacheDataset, DataLoader
+from monai.engines import SupervisedEvaluator, SupervisedTrainer
+from monai.handlers import CheckpointSaver, StatsHandler, ValidationHandler
+from monai.transforms import Compose
+from monai.utils import set_determinism
+from torch import nn
+
+from common.engines.handlers import LossHistory
+from common.errors import DataError
+from common.metrics.classification import classification_metrics
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ClassifierRecipe:
+    """How to build a classifier and its optimiser (callables, so each fold and arm gets fresh ones).
+
+    ``class_weighted_loss`` weights the cross-entropy by inverse class frequency of the training set (for the
+    imbalanced sets of MelanoGANs / SpineGAN); off by default as in Frid-Adar.
+    """
+
+    network: Callable[[], nn.Module]
+    optimizer: Callable[..., torch.optim.Optimizer]
+    class_weighted_loss: bool = False
+
+
+def _balanced_accuracy(y_pred: torch.Tensor, y: torch.Tensor) -> float:
+    pred = y_pred.argmax(1).cpu().numpy()
+    true = y.view(-1).cpu().numpy()
+    recalls = [float((pred[true == c] == c).mean()) for c in np.unique(true)]
+    return float(np.mean(recalls)) if recalls else 0.0
+
+
+def fit_classifier(
+    recipe: ClassifierRecipe,
+    train_items: Sequence[dict],
+    val_items: Sequence[dict],
+    train_transforms: Compose,
+    eval_transforms: Compose,
+    output_dir: str,
+    *,
+    num_classes: int,
+    max_epochs: int,
+    batch_size: int,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    num_workers: int = 0,
+    val_interval: int = 1,
+) -> dict:
+    """Train on ``train_items``, select the epoch with the best validation balanced accuracy, return it.
+
+    Writes ``<output_dir>/best_model.pt`` (state dict) and ``train_log.csv``. Returns
+    ``{"network": nn.Module (eval, best weights), "model_file": str, "best_metric": float, "best_epoch": int}``.
+    """
+    train_items, val_items = list(train_items), list(val_items)
+    if not train_items:
+        raise DataError(f"no training images for the classifier (output_dir={output_dir})")
+    if not val_items:
+        raise DataError(f"no validation images for model selection (output_dir={output_dir})")
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device)
+    set_determinism(seed)
+    train_transforms.set_random_state(seed=seed)
+
+    train_ds = CacheDataset(train_items, train_transforms, progress=False)
+    val_ds = CacheDataset(val_items, eval_transforms, progress=False)
+    gen = torch.Generator().manual_seed(seed)
+    train_loader = DataLoader(
+        train_ds, batch_size=min(batch_size, len(train_items)), shuffle=True, num_workers=num_workers, generator=gen
+    )
+    val_loader = DataLoader(val_ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+
+    network = recipe.network().to(device)
+    optimizer = recipe.optimizer(network.parameters())
+    weight = None
+    if recipe.class_weighted_loss:
+        counts = np.bincount([int(it["label"]) for it in train_items], minlength=num_classes).astype(float)
+        weight = torch.tensor(counts.sum() / np.maximum(counts, 1) / num_classes, dtype=torch.float32, device=device)
+    loss = nn.CrossEntropyLoss(weight=weight)
+
+    evaluator = SupervisedEvaluator(
+        device=device,
+        val_data_loader=val_loader,
+        network=network,
+        key_val_metric={
+            "val_balanced_accuracy": EpochMetric(
+                _balanced_accuracy, output_transform=lambda o: (o["pred"], o["label"].view(-1)), check_compute_fn=False
+            )
+        },
+        decollate=False,
+    )
+    best_file = out / "best_model.pt"
+    CheckpointSaver(
+        save_dir=str(out),
+        save_dict={"network": network},
+        save_key_metric=True,
+        key_metric_filename=best_file.name,
+        key_metric_greater_or_equal=False,
+    ).attach(evaluator)
+
+    trainer = SupervisedTrainer(
+        device=device,
+        max_epochs=max_epochs,
+        train_data_loader=train_loader,
+        network=network,
+        optimizer=optimizer,
+        loss_function=loss,
+        prepare_batch=_prepare_classification_batch,
+        decollate=False,
+        train_handlers=[ValidationHandler(validator=evaluator, interval=val_interval, epoch_level=True)],
+    )
+    evaluator.prepare_batch = _prepare_classification_batch
+    LossHistory(str(out)).attach(trainer)
+    StatsHandler(name="synthaug.classifier", iteration_log=False, output_transform=lambda x: None).attach(trainer)
+    trainer.run()
+
+    if best_file.is_file():
+        network.load_state_dict(torch.load(best_file, map_location=device, weights_only=True))
+    else:  # no validation ran (max_epochs < val_interval): keep the last weights, and say so
+        logger.warning("no validation epoch ran: keeping the last weights")
+        tmp = best_file.with_name(f".{best_file.name}.tmp-{os.getpid()}")
+        torch.save(network.state_dict(), tmp)
+        os.replace(tmp, best_file)
+    return {
+        "network": network.eval(),
+        "model_file": str(best_file),
+        "best_metric": float(evaluator.state.best_metric),
+        "best_epoch": int(evaluator.state.best_metric_epoch),
+    }
+
+
+def _prepare_classification_batch(batchdata, device=None, non_blocking=False, **kwargs):
+    image = batchdata["image"].to(device=device, non_blocking=non_blocking).float()
+    label = torch.as_tensor(batchdata["label"]).to(device=device, non_blocking=non_blocking).long().view(-1)
+    return image, label
+
+
+@torch.no_grad()
+def predict_probs(
+    network: nn.Module,
+    items: Sequence[dict],
+    transforms: Compose,
+    *,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    num_workers: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax probabilities (N, K) and labels (N,) of ``items`` (labels -1 where an item has none)."""
+    loader = DataLoader(CacheDataset(list(items), transforms, progress=False), batch_size=batch_size, num_workers=num_workers)
+    network.eval()
+    probs, labels = [], []
+    for batch in loader:
+        logits = network(batch["image"].to(device).float())
+        probs.append(torch.softmax(logits.float(), 1).cpu().numpy())
+        lab = batch.get("label")
+        labels.append(np.asarray(lab).reshape(-1) if lab is not None else -np.ones(len(logits), dtype=int))
+    return np.concatenate(probs), np.concatenate(labels).astype(int)
+
+
+def evaluate_classifier(network, items, transforms, class_names, **kwargs) -> dict:
+    """``classification_metrics`` of ``network`` on ``items``."""
+    probs, labels = predict_probs(network, items, transforms, **kwargs)
+    return classification_metrics(probs, labels, list(class_names))

@@ -1,0 +1,168 @@
+"""One Ignite trainer for every GAN in the project (conditional or not), built on MONAI's ``Trainer``.
+
+MONAI's ``GanTrainer`` trains an unconditional G/D pair with fixed loss functions; our papers also need class
+labels (ACGAN, conditional StyleGAN2), paired conditions (pix2pix), several D steps, lazy regularisation, an EMA
+generator and, under differential privacy, a generator step outside the DP hooks. The loss maths lives in a
+``GANObjective`` (``common.losses``); this class owns the optimisation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from monai.engines import Trainer
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from common.losses.adversarial import GANObjective
+
+
+def prepare_gan_batch(
+    batch: dict, device, non_blocking: bool = False, image_key: str = "image", label_key: str = "label"
+):
+    """Return ``(reals, labels_or_None)`` from a MONAI dict batch."""
+    reals = batch[image_key].to(device=device, non_blocking=non_blocking)
+    labels = batch.get(label_key)
+    if isinstance(labels, torch.Tensor):
+        labels = labels.to(device=device, non_blocking=non_blocking).long().view(-1)
+    else:
+        labels = None
+    return torch.as_tensor(reals).float(), labels
+
+
+def make_ema(generator: nn.Module, decay: float) -> AveragedModel:
+    """Exponential moving average of G's weights and buffers (Karras et al.), using PyTorch's ``AveragedModel``."""
+    return AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+class GANTrainer(Trainer):
+    """Adversarial training loop: ``d_steps`` discriminator updates, then one generator update, per batch.
+
+    Args:
+        device: where the networks live.
+        max_epochs: number of epochs.
+        train_data_loader: yields MONAI dict batches with ``image`` (B, C, *spatial) in [-1, 1] and, for
+            conditional GANs, ``label`` (B,).
+        generator, discriminator: the networks.
+        g_optimizer, d_optimizer: their optimisers.
+        objective: the losses (``BCEObjective``, ``ACGANObjective``, ...).
+        d_steps: discriminator updates per generator update.
+        d_regularizer: optional ``callable(disc, reals, labels) -> dict`` with key ``"d_reg"`` (e.g. R1), applied
+            every ``d_reg_interval`` iterations and scaled by that interval (lazy regularisation, Karras et al. 2020).
+        g_regularizer: the same for G (e.g. path length), ``callable(gen, batch_size, device, labels) -> dict``.
+        ema_decay: keep an EMA copy of G (``self.g_ema``) when set.
+        amp: mixed precision on CUDA (bf16 autocast; a GradScaler for fp16 is not needed with bf16).
+        generator_step_context: a context-manager factory wrapped around G's step, e.g. one that disables
+            Opacus' per-sample hooks on D so that the generator step does not spend privacy budget.
+        train_handlers: Ignite/MONAI handlers (progress, checkpoint, logging...).
+
+    ``engine.state.output`` is a dict of floats: ``loss`` (= ``g_loss``, so that MONAI's MLflow handler finds its
+    default key), ``g_loss``, ``d_loss`` and every other term the objective returns.
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        g_optimizer: torch.optim.Optimizer,
+        d_optimizer: torch.optim.Optimizer,
+        objective: GANObjective,
+        d_steps: int = 1,
+        d_regularizer: Callable | None = None,
+        d_reg_interval: int = 16,
+        g_regularizer: Callable | None = None,
+        g_reg_interval: int = 4,
+        ema_decay: float | None = None,
+        amp: bool = False,
+        generator_step_context: Callable[[], Any] | None = None,
+        prepare_batch: Callable = prepare_gan_batch,
+        epoch_length: int | None = None,
+        train_handlers: Sequence | None = None,
+        non_blocking: bool = False,
+    ) -> None:
+        super().__init__(
+            device=device,
+            max_epochs=max_epochs,
+            data_loader=train_data_loader,
+            epoch_length=epoch_length,
+            non_blocking=non_blocking,
+            prepare_batch=prepare_batch,
+            handlers=train_handlers,
+            decollate=False,
+            amp=False,  # our own autocast below: MONAI's would also create a CUDA GradScaler
+        )
+        if d_steps < 1:
+            raise ValueError(f"d_steps must be >= 1, got {d_steps}")
+        self.generator = generator
+        self.discriminator = discriminator
+        self.g_optimizer = g_optimizer
+        self.d_optimizer = d_optimizer
+        self.objective = objective
+        self.d_steps = d_steps
+        self.d_regularizer = d_regularizer
+        self.d_reg_interval = max(1, int(d_reg_interval))
+        self.g_regularizer = g_regularizer
+        self.g_reg_interval = max(1, int(g_reg_interval))
+        self.g_ema = make_ema(generator, ema_decay) if ema_decay else None
+        self.use_amp = bool(amp) and torch.device(device).type == "cuda"
+        self.generator_step_context = generator_step_context or contextlib.nullcontext
+
+    def _autocast(self):
+        if self.use_amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _step(self, optimizer, loss: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def _iteration(self, engine: GANTrainer, batchdata: dict) -> dict[str, float]:
+        if batchdata is None:
+            raise ValueError("must provide batch data for current iteration.")
+        reals, labels = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking)
+        if not engine.objective.conditional:
+            labels = None
+        it = engine.state.iteration
+        engine.generator.train()
+        engine.discriminator.train()
+        logs: dict[str, torch.Tensor] = {}
+
+        # discriminator; G's params get no grads here (fakes are made under no_grad in the objective)
+        for _ in range(engine.d_steps):
+            with engine._autocast():
+                d_terms = engine.objective.d_loss(engine.generator, engine.discriminator, reals, labels)
+            engine._step(engine.d_optimizer, d_terms["d_loss"])
+            logs.update(d_terms)
+        if engine.d_regularizer is not None and it % engine.d_reg_interval == 0:
+            reg = engine.d_regularizer(engine.discriminator, reals, labels)
+            engine._step(engine.d_optimizer, reg["d_reg"] * engine.d_reg_interval)
+            logs.update(reg)
+
+        # generator; D is only a critic here, so its grads are dropped by the next zero_grad
+        with engine.generator_step_context():
+            with engine._autocast():
+                g_terms = engine.objective.g_loss(engine.generator, engine.discriminator, reals, labels)
+            engine._step(engine.g_optimizer, g_terms["g_loss"])
+            logs.update(g_terms)
+            if engine.g_regularizer is not None and it % engine.g_reg_interval == 0:
+                reg = engine.g_regularizer(engine.generator, reals.shape[0], reals.device, labels)
+                engine._step(engine.g_optimizer, reg["g_reg"] * engine.g_reg_interval)
+                logs.update(reg)
+        engine.d_optimizer.zero_grad(set_to_none=True)
+        if engine.g_ema is not None:
+            engine.g_ema.update_parameters(engine.generator)
+
+        out = {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in logs.items()}
+        out["loss"] = out["g_loss"]
+        return out
+
+    def sampling_generator(self) -> nn.Module:
+        """The generator to sample from: the EMA copy when there is one (it gives better samples), else G."""
+        return self.g_ema.module if self.g_ema is not None else self.generator

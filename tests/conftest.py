@@ -1,0 +1,33 @@
+"""Shared fixtures: the repository on sys.path, and the real data sets in ../shared/data (skipped when absent)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+
+def real_data_root() -> Path | None:
+    """``$SYNTHAUG_REAL_DATA`` if set, else ``../shared/data`` beside the repository, else None."""
+    env = os.environ.get("SYNTHAUG_REAL_DATA")
+    root = Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+    return root if root.is_dir() else None
+
+
+@pytest.fixture
+def shared_data():
+    """Return a function ``name -> Path`` of one real data set; skips the test when it is not there."""
+
+    def get(name: str) -> Path:
+        root = real_data_root()
+        if root is None or not (root / name).is_dir():
+            pytest.skip(f"real data set '{name}' not found (set SYNTHAUG_REAL_DATA or put ../shared/data beside the repo)")
+        return root / name
+
+    return get
