@@ -35,8 +35,8 @@ Checks, by the name they print:
 - ``run_ids:train.json``: train.json defines both ``training`` (the design card's run id) and ``run`` (MONAI's
   default, which MONAI Label calls).
 - ``run_ids:inference.json``: inference.json defines ``run`` and no item outside ``initialize`` refers to
-  ``@initialize`` (MONAI Label instantiates ``network_def``, ``inferer`` ... without running ``initialize``, so
-  nothing else may depend on state that only ``initialize`` creates).
+  ``@initialize`` (apps such as MONAI Label read ``network_def``, ``inferer`` ... by id and need not run
+  ``initialize``, so nothing else may depend on state that only ``initialize`` creates).
 - ``properties:infer`` / ``properties:train``: ``monai.bundle.ConfigWorkflow(...).check_properties()`` for
   ``workflow_type="infer"`` on inference.json and ``"train"`` on train.json. A missing required property FAILs
   for inference (MONAI Label loads inference.json through exactly these properties: dataset, evaluator,
@@ -57,7 +57,8 @@ Checks, by the name they print:
   size >= 16, shared between inputs and outputs.
 - ``--smoke``: ``smoke_train`` runs ``python -m monai.bundle run training --config_file
   "['<b>/configs/train.json','<b>/configs/quick.json'(,'<b>/configs/smoke.json')]" --output_dir OUT
-  --max_epochs 1`` (plus ``--meta_file``, ``--logging_file``, ``--bundle_root``), ``smoke_checkpoint`` wants a
+  --max_epochs 1`` (plus ``--meta_file``, ``--logging_file``, ``--bundle_root``; ``smoke_max_epochs`` WARNs when
+  the merged training config has no top-level ``max_epochs`` for that override to set), ``smoke_checkpoint`` wants a
   ``*.pt``/``*.pth`` under OUT, ``smoke_inference`` runs ``python -m monai.bundle run --config_file
   "['<b>/configs/inference.json'(,'<b>/configs/smoke_inference.json')]" --output_dir OUT`` (and
   ``--ckpt_path <newest checkpoint>`` when inference.json has a top-level ``ckpt_path``), and
@@ -630,12 +631,12 @@ def check_properties(b: Bundle, r: Report) -> None:
             r.add(missing_status, name, f"check_properties() raised {type(e).__name__}: {e}")
             continue
         if missing:
-            ids = {n: workflow.properties[n].get(BundlePropertyConfig.ID, n) for n in missing}
+            ids = {n: str(workflow.properties[n].get(BundlePropertyConfig.ID, n)).replace("::", "#") for n in missing}
             listed = ", ".join(f"{n} ({i})" if i != n else n for n, i in ids.items())
             hint = (
                 " (a GAN trainer need not fit MONAI's supervised train properties)" if workflow_type == "train" else ""
             )
-            r.add(missing_status, name, f"{config} lacks required or misnamed propert(ies): {listed}{hint}")
+            r.add(missing_status, name, f"{config} lacks required or misnamed properties: {listed}{hint}")
         else:
             r.ok(name, f"{config}: all required properties present")
 
@@ -882,6 +883,9 @@ def check_smoke(b: Bundle, r: Report, meta: dict | None, workdir: Path, timeout:
         return
 
     train_files = [b.config("train.json"), b.config("quick.json"), *b.optional("smoke.json")]
+    with contextlib.suppress(Exception):  # a config that does not parse fails in config_parse and below
+        if "max_epochs" not in load_config(train_files, b.meta_file):
+            r.warn("smoke_max_epochs", "no top-level 'max_epochs': the --max_epochs 1 override reaches nothing")
     train_cmd = [
         sys.executable,
         "-m",
@@ -990,10 +994,8 @@ def verify(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        description="Verify a synthaug MONAI bundle (model-zoo checks + house rules).",
-        epilog="Lines: PASS/FAIL/WARN/SKIP <check>[: reason]. Exit 1 if any check FAILs.",
-    )
+    # --help prints the module docstring: the checks and the conventions a bundle follows to pass them
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("bundle_dir", type=Path, help="the bundle folder, e.g. bundles/liver_lesion_gan")
     ap.add_argument("--smoke", action="store_true", help="also run a tiny training + inference (subprocesses)")
     ap.add_argument("--keep", type=Path, metavar="DIR", help="with --smoke: write the runs into DIR and keep it")

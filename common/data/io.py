@@ -8,6 +8,7 @@ voxel axes for NIfTI. ``write_image`` is its exact inverse for PNG and NIfTI.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,17 +30,18 @@ def has_image_suffix(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(IMAGE_SUFFIXES)
 
 
-_LOADER = None
+_LOCAL = threading.local()
 
 
 def _loader():
-    # Built once: LoadImage registers its readers at construction, which costs more than reading a small image.
-    global _LOADER
-    if _LOADER is None:
+    # Built once per thread: LoadImage registers its readers at construction (costlier than reading a small image),
+    # and its readers keep per-call state (the file names), so threads must not share one.
+    loader = getattr(_LOCAL, "loader", None)
+    if loader is None:
         from monai.transforms import LoadImage
 
-        _LOADER = LoadImage(image_only=True, ensure_channel_first=True, dtype=np.float32)
-    return _LOADER
+        loader = _LOCAL.loader = LoadImage(image_only=True, ensure_channel_first=True, dtype=np.float32)
+    return loader
 
 
 def _short_reason(exc: BaseException) -> str:

@@ -2,13 +2,17 @@
 
 from common.engines.classifier_training import ClassifierRecipe, evaluate_classifier, fit_classifier, predict_probs
 from common.engines.gan_trainer import GANTrainer, make_ema, prepare_gan_batch
-from common.engines.gan_training import GANRecipe, fit_gan, fit_gans, load_generators, sample_images
+from common.engines.gan_training import GANRecipe, fit_gan, fit_gans, load_generators
+from common.engines.generation import GeneratorEvaluator, LatentDataset, SyntheticSetWriter, generate_synthetic_set
 from common.engines.handlers import LossHistory, NaNGuard, SampleGridSaver, attach_resume, latest_checkpoint
 
 __all__ = [
     "ClassifierRecipe",
     "GANRecipe",
     "GANTrainer",
+    "GeneratorEvaluator",
+    "LatentDataset",
+    "SyntheticSetWriter",
     "LossHistory",
     "NaNGuard",
     "SampleGridSaver",
@@ -17,10 +21,10 @@ __all__ = [
     "fit_classifier",
     "fit_gan",
     "fit_gans",
+    "generate_synthetic_set",
     "latest_checkpoint",
     "load_generators",
     "make_ema",
     "predict_probs",
     "prepare_gan_batch",
-    "sample_images",
 ]

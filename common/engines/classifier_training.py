@@ -15,14 +15,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from ignite.metrics import EpochMetric
-from monai.data import CacheDataset, DataLoader
+from monai.data import DataLoader
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.handlers import CheckpointSaver, StatsHandler, ValidationHandler
 from monai.transforms import Compose
 from monai.utils import set_determinism
 from torch import nn
 
+from common.data.datasets import cached_dataset
 from common.engines.handlers import LossHistory
+from common.engines.memory_format import to_channels_last
 from common.errors import DataError
 from common.metrics.classification import classification_metrics
 
@@ -81,15 +83,15 @@ def fit_classifier(
     set_determinism(seed)
     train_transforms.set_random_state(seed=seed)
 
-    train_ds = CacheDataset(train_items, train_transforms, progress=False)
-    val_ds = CacheDataset(val_items, eval_transforms, progress=False)
+    train_ds = cached_dataset(train_items, train_transforms)
+    val_ds = cached_dataset(val_items, eval_transforms)
     gen = torch.Generator().manual_seed(seed)
     train_loader = DataLoader(
         train_ds, batch_size=min(batch_size, len(train_items)), shuffle=True, num_workers=num_workers, generator=gen
     )
     val_loader = DataLoader(val_ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
 
-    network = recipe.network().to(device)
+    network = to_channels_last(recipe.network().to(device))
     optimizer = recipe.optimizer(network.parameters())
     weight = None
     if recipe.class_weighted_loss:
@@ -149,7 +151,7 @@ def fit_classifier(
 
 
 def _prepare_classification_batch(batchdata, device=None, non_blocking=False, **kwargs):
-    image = batchdata["image"].to(device=device, non_blocking=non_blocking).float()
+    image = to_channels_last(torch.as_tensor(batchdata["image"]).to(device=device, non_blocking=non_blocking).float())
     label = torch.as_tensor(batchdata["label"]).to(device=device, non_blocking=non_blocking).long().view(-1)
     return image, label
 
@@ -165,11 +167,11 @@ def predict_probs(
     num_workers: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Softmax probabilities (N, K) and labels (N,) of ``items`` (labels -1 where an item has none)."""
-    loader = DataLoader(CacheDataset(list(items), transforms, progress=False), batch_size=batch_size, num_workers=num_workers)
+    loader = DataLoader(cached_dataset(list(items), transforms), batch_size=batch_size, num_workers=num_workers)
     network.eval()
     probs, labels = [], []
     for batch in loader:
-        logits = network(batch["image"].to(device).float())
+        logits = network(to_channels_last(torch.as_tensor(batch["image"]).to(device).float()))
         probs.append(torch.softmax(logits.float(), 1).cpu().numpy())
         lab = batch.get("label")
         labels.append(np.asarray(lab).reshape(-1) if lab is not None else -np.ones(len(logits), dtype=int))

@@ -17,6 +17,7 @@ from monai.engines import Trainer
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from common.engines.memory_format import to_channels_last
 from common.losses.adversarial import GANObjective
 
 
@@ -24,13 +25,13 @@ def prepare_gan_batch(
     batch: dict, device, non_blocking: bool = False, image_key: str = "image", label_key: str = "label"
 ):
     """Return ``(reals, labels_or_None)`` from a MONAI dict batch."""
-    reals = batch[image_key].to(device=device, non_blocking=non_blocking)
+    reals = to_channels_last(torch.as_tensor(batch[image_key]).to(device=device, non_blocking=non_blocking).float())
     labels = batch.get(label_key)
     if isinstance(labels, torch.Tensor):
         labels = labels.to(device=device, non_blocking=non_blocking).long().view(-1)
     else:
         labels = None
-    return torch.as_tensor(reals).float(), labels
+    return reals, labels
 
 
 def make_ema(generator: nn.Module, decay: float) -> AveragedModel:

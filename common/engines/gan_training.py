@@ -2,7 +2,8 @@
 
 ``GANRecipe`` describes *how to build* a GAN (callables, so that every fold or class gets fresh networks and
 optimisers); ``fit_gan`` builds and trains one; ``fit_gans`` trains one per class (Frid-Adar's DCGAN-per-class)
-or one conditional GAN over all classes (ACGAN); ``load_generators`` reads their final weights back.
+or one conditional GAN over all classes (ACGAN); ``load_generators`` reads their final weights back
+(``common.engines.generation`` turns them into synthetic data sets).
 """
 
 from __future__ import annotations
@@ -17,14 +18,16 @@ from typing import Any
 
 import torch
 from ignite.handlers import ProgressBar
-from monai.data import CacheDataset, DataLoader
+from monai.data import DataLoader
 from monai.handlers import CheckpointSaver, StatsHandler, TensorBoardStatsHandler
 from monai.transforms import Compose
 from monai.utils import set_determinism
 from torch import nn
 
+from common.data.datasets import cached_dataset
 from common.engines.gan_trainer import GANTrainer
 from common.engines.handlers import LossHistory, NaNGuard, SampleGridSaver, attach_resume
+from common.engines.memory_format import to_channels_last
 from common.errors import DataError
 from common.losses.adversarial import GANObjective
 
@@ -60,15 +63,12 @@ class GANRecipe:
         return bool(self.objective.conditional)
 
 
-def _loader(items, transforms, batch_size, num_workers, seed, shuffle=True, drop_last=True, cache=True):
-    dataset = CacheDataset(items, transforms, progress=False) if cache else None
-    if dataset is None:
-        from monai.data import Dataset
-
-        dataset = Dataset(items, transforms)
+def _loader(items, transforms, batch_size, num_workers, seed):
     gen = torch.Generator().manual_seed(seed)
+    dataset = cached_dataset(items, transforms)
+    # drop_last: a last batch of one image would break BatchNorm and skew D's statistics
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, num_workers=num_workers, generator=gen
+        dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=num_workers, generator=gen
     )
 
 
@@ -86,6 +86,7 @@ def fit_gan(
     checkpoint_interval: int = 1,
     sample_interval: int = 1,
     resume: bool = True,
+    repeats: int = 1,
     tensorboard: bool = True,
     progress: bool = True,
     extra_handlers: Sequence | None = None,
@@ -96,12 +97,15 @@ def fit_gan(
     ``samples_epoch_NNNN.png``, ``train_log.csv``, ``tensorboard/``, and at the end ``generator.pt`` (the
     sampling generator's state dict, the EMA one when enabled) and ``training_done.json``.
 
+    ``repeats``: each image appears this many times per epoch, differently augmented (Frid-Adar trained the GANs
+    on the classic-augmented training set).
+
     A run whose ``checkpoints/`` exist continues from the newest one (``resume=True``), so a killed run picks up
     where it stopped and a finished one returns at once.
 
     Returns ``{"generator": nn.Module (eval mode), "generator_file": str, "history": [...], "output_dir": str}``.
     """
-    items = list(items)
+    items = list(items) * max(1, int(repeats))
     if len(items) < 2:
         raise DataError(f"a GAN needs at least 2 training images, got {len(items)} (output_dir={output_dir})")
     out = Path(output_dir)
@@ -113,8 +117,8 @@ def fit_gan(
     transforms.set_random_state(seed=seed)
     loader = _loader(items, transforms, min(batch_size, len(items)), num_workers, seed)
 
-    generator = recipe.generator().to(device)
-    discriminator = recipe.discriminator().to(device)
+    generator = to_channels_last(recipe.generator().to(device))
+    discriminator = to_channels_last(recipe.discriminator().to(device))
     g_opt = recipe.g_optimizer(generator.parameters())
     d_opt = recipe.d_optimizer(discriminator.parameters())
 
@@ -220,34 +224,5 @@ def load_generators(recipe: GANRecipe, gan_dir: str, class_names: Sequence[str],
             )
         gen = recipe.generator()
         gen.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        gens[name] = gen.to(device).eval()
+        gens[name] = to_channels_last(gen.to(device)).eval()
     return gens
-
-
-@torch.no_grad()
-def sample_images(
-    generators: dict[str, nn.Module],
-    class_names: Sequence[str],
-    n_per_class: int,
-    *,
-    seed: int = 0,
-    batch_size: int = 256,
-    device="cpu",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw ``n_per_class`` images of every class; returns ``(images (N, C, ...) in [-1, 1], labels (N,))``."""
-    rng = torch.Generator(device="cpu").manual_seed(seed)
-    images, labels = [], []
-    for label, name in enumerate(class_names):
-        gen = generators.get(name, generators.get("conditional"))
-        if gen is None:
-            raise KeyError(f"no generator for class '{name}'")
-        for start in range(0, n_per_class, batch_size):
-            n = min(batch_size, n_per_class - start)
-            z = gen.sample_latent(n, device="cpu", generator=rng).to(device)
-            cond = torch.full((n,), label, dtype=torch.long, device=device)
-            out = gen(z, cond) if "conditional" in generators else gen(z)
-            images.append(out.float().cpu())
-            labels.append(cond.cpu())
-    if not images:
-        return torch.empty(0), torch.empty(0, dtype=torch.long)
-    return torch.cat(images), torch.cat(labels)

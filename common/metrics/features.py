@@ -106,10 +106,12 @@ class RandomConvNet(nn.Module):
 
     Forward: ``(B, in_channels, *spatial)`` -> ``(B, 2 * sum(channels))``: per stage, the per-channel spatial mean
     and standard deviation (first- and second-order statistics of the random filter responses, multi-scale).
+    The default widths give 240 features: enough to see texture and shape statistics, few enough that the
+    covariance in a Frechet distance is estimated reasonably from ~1,000 images (its bias grows with F^2 / N).
     """
 
     def __init__(
-        self, spatial_dims: int = 2, in_channels: int = 1, channels: Sequence[int] = (16, 32, 64, 128), seed: int = 0
+        self, spatial_dims: int = 2, in_channels: int = 1, channels: Sequence[int] = (8, 16, 32, 64), seed: int = 0
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -119,20 +121,23 @@ class RandomConvNet(nn.Module):
         self.seed = seed
         stages = []
         prev = in_channels
-        for ch in channels:
-            stages.append(
-                Convolution(
-                    spatial_dims,
-                    prev,
-                    ch,
-                    strides=2,
-                    kernel_size=3,
-                    act=("leakyrelu", {"negative_slope": 0.2}),
-                    norm=None,
-                    bias=True,
+        # The layers' default init draws from the global RNG; fork it so that building a feature net never changes
+        # the random stream of the caller (e.g. a training run that audits itself).
+        with torch.random.fork_rng(devices=[]):
+            for ch in channels:
+                stages.append(
+                    Convolution(
+                        spatial_dims,
+                        prev,
+                        ch,
+                        strides=2,
+                        kernel_size=3,
+                        act=("leakyrelu", {"negative_slope": 0.2}),
+                        norm=None,
+                        bias=True,
+                    )
                 )
-            )
-            prev = ch
+                prev = ch
         self.stages = nn.ModuleList(stages)
         gen = torch.Generator().manual_seed(int(seed))
         for m in self.modules():
@@ -195,7 +200,7 @@ class RandomCNNFeatures(FeatureSpace):
     def __init__(
         self,
         seeds: Sequence[int] = (0, 1, 2),
-        channels: Sequence[int] = (16, 32, 64, 128),
+        channels: Sequence[int] = (8, 16, 32, 64),
         batch_size: int = 128,
         device: str | torch.device | None = None,
     ) -> None:
@@ -248,7 +253,8 @@ class ClassifierFeatures(FeatureSpace):
         feature_layer: None: the input of the model's last ``nn.Linear`` (the penultimate activations, e.g.
             ``class_layers.out`` of MONAI's DenseNet121). A string: the OUTPUT of that sub-module (a name from
             ``model.named_modules()``). A callable: called on the batch instead of the model, returning features
-            (e.g. ``model.features``). Spatial feature maps are globally average-pooled.
+            (e.g. ``model.features``; the only option for a TorchScript model, which takes no hooks).
+            Spatial feature maps are globally average-pooled.
         preprocess: optional ``batch -> batch`` applied first (e.g. [-1, 1] -> the model's training intensity range).
         batch_size: images per forward pass.
         name: name of the feature space in reports (``frechet_distance_<name>``).
@@ -288,6 +294,12 @@ class ClassifierFeatures(FeatureSpace):
         handle = None
         if callable(self.feature_layer):
             fn = self.feature_layer
+        elif isinstance(self.model, torch.jit.ScriptModule):
+            raise ValueError(
+                "ClassifierFeatures: TorchScript models support no forward hooks, so a layer cannot be read by name; "
+                "pass feature_layer as a callable (e.g. lambda x: model.features(x)) or load the eager network "
+                "(state dict + network definition)."
+            )
         else:
             if self.feature_layer is None:
                 layer, use_input = self.model.get_submodule(_last_linear_name(self.model)), True

@@ -40,6 +40,20 @@ MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
 # ----------------------------------------------------------------------------------------------- Frechet distance
+def _real_sqrtm(matrix: np.ndarray) -> np.ndarray:
+    """``scipy.linalg.sqrtm`` with the usual safeguards: warnings on singular input silenced (finiteness is checked
+    by the caller), a round-off imaginary part dropped, a warning when that part is not negligible."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        root = scipy.linalg.sqrtm(matrix)
+    if np.iscomplexobj(root):
+        imag = np.abs(root.imag).max()
+        if imag > 1e-3 * max(1.0, np.abs(root.real).max()):
+            warnings.warn(f"frechet_distance: sqrtm has a large imaginary component ({imag:.3g})", stacklevel=3)
+        root = root.real
+    return root
+
+
 def frechet_distance_from_stats(
     mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6
 ) -> float:
@@ -53,19 +67,14 @@ def frechet_distance_from_stats(
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != (mu1.size, mu1.size):
-        raise ValueError(f"frechet_distance: shapes differ: mu {mu1.shape} vs {mu2.shape}, sigma {sigma1.shape} vs {sigma2.shape}")
+        raise ValueError(
+            f"frechet_distance: shapes differ: mu {mu1.shape} vs {mu2.shape}, sigma {sigma1.shape} vs {sigma2.shape}"
+        )
     diff = mu1 - mu2
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # scipy warns on singular input; we check finiteness below
-        covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
-        if not np.isfinite(covmean).all():
-            offset = np.eye(sigma1.shape[0]) * eps
-            covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        imag = np.abs(covmean.imag).max()
-        if imag > 1e-3 * max(1.0, np.abs(covmean.real).max()):
-            warnings.warn(f"frechet_distance: sqrtm has a large imaginary component ({imag:.3g}); result unreliable")
-        covmean = covmean.real
+    covmean = _real_sqrtm(sigma1 @ sigma2)
+    if not np.isfinite(covmean).all():
+        offset = np.eye(sigma1.shape[0]) * eps
+        covmean = _real_sqrtm((sigma1 + offset) @ (sigma2 + offset))
     fd = float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
     return max(fd, 0.0)
 
@@ -75,13 +84,31 @@ def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray, eps: float = 1e-6
 
     Covariances use ``ddof=1``. The estimate is biased upwards at small N (it is > 0 even for two samples of the same
     distribution), which is why it is only read beside a real-vs-real baseline of the same size.
+
+    With fewer samples than features the covariances are rank-deficient: ``sqrtm`` of the ``(F, F)`` product is then
+    slow (complex Schur form) and ill-conditioned. The same trace is computed exactly in sample space instead:
+    with centred, scaled data ``A`` ``(N, F)``, ``B`` ``(M, F)`` (``S1 = A^T A``, ``S2 = B^T B``), the non-zero
+    eigenvalues of ``S1 S2`` are those of ``G = (A B^T)(A B^T)^T``, so ``tr sqrt(S1 S2) = tr sqrtm(G)``, with G
+    symmetric PSD and only ``min(N, M)`` wide.
     """
     a, b = np.asarray(feats_a, np.float64), np.asarray(feats_b, np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
         raise ValueError(f"frechet_distance needs two (N>=2, F) arrays with the same F, got {a.shape} and {b.shape}")
-    return frechet_distance_from_stats(
-        a.mean(0), np.cov(a, rowvar=False).reshape(a.shape[1], -1), b.mean(0), np.cov(b, rowvar=False).reshape(b.shape[1], -1), eps
-    )
+    n, m, f = len(a), len(b), a.shape[1]
+    if min(n, m) >= f:
+        cov_a = np.cov(a, rowvar=False).reshape(f, f)  # reshape: np.cov of one feature is 0-d
+        cov_b = np.cov(b, rowvar=False).reshape(f, f)
+        return frechet_distance_from_stats(a.mean(0), cov_a, b.mean(0), cov_b, eps)
+    ca = (a - a.mean(0)) / np.sqrt(n - 1)
+    cb = (b - b.mean(0)) / np.sqrt(m - 1)
+    cross = ca @ cb.T  # (N, M)
+    gram = cross @ cross.T if n <= m else cross.T @ cross
+    root = _real_sqrtm(gram)
+    if not np.isfinite(root).all():
+        root = _real_sqrtm(gram + np.eye(len(gram)) * eps)
+    diff = a.mean(0) - b.mean(0)
+    fd = float(diff @ diff + (ca * ca).sum() + (cb * cb).sum() - 2.0 * np.trace(root))
+    return max(fd, 0.0)
 
 
 # ------------------------------------------------------------------------------------------------------------ KID
@@ -236,7 +263,9 @@ def ms_ssim_config(spatial_shape: Sequence[int], max_scales: int = 5) -> dict:
 
 
 @torch.no_grad()
-def pairwise_ms_ssim(a: torch.Tensor, b: torch.Tensor, config: dict | None = None, batch_size: int = 256) -> torch.Tensor:
+def pairwise_ms_ssim(
+    a: torch.Tensor, b: torch.Tensor, config: dict | None = None, batch_size: int = 256
+) -> torch.Tensor:
     """MS-SSIM of each pair ``(a[i], b[i])``; ``a``, ``b``: ``(B, C, *spatial)`` in [-1, 1] -> ``(B,)``.
 
     Images are mapped to [0, 1] first (data_range 1): SSIM's luminance term assumes non-negative intensities.
@@ -244,7 +273,11 @@ def pairwise_ms_ssim(a: torch.Tensor, b: torch.Tensor, config: dict | None = Non
     """
     cfg = config or ms_ssim_config(a.shape[2:])
     metric = MultiScaleSSIMMetric(
-        spatial_dims=a.ndim - 2, data_range=1.0, kernel_size=cfg["kernel_size"], weights=cfg["weights"], reduction="none"
+        spatial_dims=a.ndim - 2,
+        data_range=1.0,
+        kernel_size=cfg["kernel_size"],
+        weights=cfg["weights"],
+        reduction="none",
     )
     out = []
     for start in range(0, a.shape[0], batch_size):
@@ -273,7 +306,13 @@ def ms_ssim_diversity(
     n = images.shape[0]
     cfg = config or ms_ssim_config(images.shape[2:])
     if n < 2:
-        return {"value": None, "ci95": [None, None], "n_pairs": 0, "kernel_size": cfg["kernel_size"], "scales": cfg["scales"]}
+        return {
+            "value": None,
+            "ci95": [None, None],
+            "n_pairs": 0,
+            "kernel_size": cfg["kernel_size"],
+            "scales": cfg["scales"],
+        }
     rng = np.random.default_rng(seed)
     i = rng.integers(0, n, size=n_pairs)
     j = (i + rng.integers(1, n, size=n_pairs)) % n  # uniform over the other images, never i itself

@@ -119,7 +119,9 @@ def nearest_train_distances(train: np.ndarray, heldout: np.ndarray, synthetic: n
     """
     d_syn, i_syn = nearest_neighbours(synthetic, train)
     d_held, i_held = nearest_neighbours(heldout, train)
-    d_self, _ = nearest_neighbours(train, train, exclude_self=True) if len(train) > 1 else (np.full(len(train), np.inf), None)
+    d_self, _ = (
+        nearest_neighbours(train, train, exclude_self=True) if len(train) > 1 else (np.full(len(train), np.inf), None)
+    )
     d_mem, _ = nearest_neighbours(train, synthetic)
     d_non, _ = nearest_neighbours(heldout, synthetic)
     return {
@@ -289,7 +291,9 @@ def memorization_metrics(
     if fixed_threshold is not None:
         below = (syn < fixed_threshold).astype(np.float64)
         entry = _replicated(list(below.mean(axis=0)), replicate_key)
-        entry["ci95"] = bootstrap_ci(np.mean, below, n_resamples=n_resamples, seed=seed)["ci95"] if n_resamples else [None, None]
+        entry["ci95"] = (
+            bootstrap_ci(np.mean, below, n_resamples=n_resamples, seed=seed)["ci95"] if n_resamples else [None, None]
+        )
         entry["threshold"] = float(fixed_threshold)
         out[f"copy_fraction_fixed_{name}"] = entry
 
@@ -312,7 +316,9 @@ def memorization_metrics(
         return float(np.mean([roc_auc(sc[:, r], lab) for r in reps]))
 
     entry = _replicated([roc_auc(scores[:, r], labels) for r in reps], replicate_key)
-    entry["ci95"] = bootstrap_ci(auc, scores, labels, n_resamples=n_resamples, seed=seed)["ci95"] if n_resamples else [None, None]
+    entry["ci95"] = (
+        bootstrap_ci(auc, scores, labels, n_resamples=n_resamples, seed=seed)["ci95"] if n_resamples else [None, None]
+    )
     entry["ideal"] = 0.5
     entry["n_members"], entry["n_nonmembers"] = int(len(mem)), int(len(non))
     out[f"mia_auc_{name}"] = entry
@@ -344,7 +350,9 @@ def privacy_flags(metrics: dict) -> list[str]:
                 flags.append(f"{key}={v:.3f}: more than {FIXED_COPY_FLAG:.0%} of synthetic images are near-duplicates")
         elif key.startswith("copy_fraction_"):
             if v > COPY_FLAG_FACTOR * e["nominal"] and lo(e) > e["nominal"]:
-                flags.append(f"{key}={v:.3f}: above {COPY_FLAG_FACTOR:g}x the {e['nominal']:.0%} expected of fresh images")
+                flags.append(
+                    f"{key}={v:.3f}: above {COPY_FLAG_FACTOR:g}x the {e['nominal']:.0%} expected of fresh images"
+                )
         elif key.startswith("mia_auc_"):
             if v >= MIA_AUC_FLAG and lo(e) > 0.5:
                 flags.append(f"{key}={v:.3f}: training images are closer to the synthetic set than held-out images")

@@ -18,9 +18,9 @@ import torch
 from monai.transforms import Compose
 
 from common.data.datalist import read_datalist
-from common.data.synthetic import write_synthetic_set
 from common.engines.classifier_training import ClassifierRecipe, evaluate_classifier, fit_classifier
-from common.engines.gan_training import GANRecipe, fit_gans, load_generators, sample_images
+from common.engines.gan_training import GANRecipe, fit_gans, load_generators
+from common.engines.generation import generate_synthetic_set
 from common.protocol.folds import load_or_make_splits, select
 from common.protocol.report import compare_arms, summarize_arms, write_report
 
@@ -48,8 +48,9 @@ class ClassificationProtocol:
         augment_transforms: eval_transforms + classic augmentation (classic arms, and the GAN's training data).
         arms: names from ``ARMS``.
         n_synthetic_per_class: synthetic images added per class and fold.
-        augment_repeats: in arms with classic augmentation, every real image appears this many times per epoch,
-            each time differently augmented: the online form of Frid-Adar's offline set of augmented copies.
+        augment_repeats: in arms with classic augmentation and in the GANs' training data, every real image appears
+            this many times per epoch, each time differently augmented: the online form of Frid-Adar's offline set
+            of augmented copies (the paper's GANs were trained on the classic-augmented set as well).
         comparisons: pairs of arms whose paired per-fold difference gets a verdict in the report.
         paper_reference: the paper's numbers per arm, copied into the report beside ours.
         audit: run the synthesis-quality and privacy audit (``common.audit``) on each fold's synthetic set.
@@ -146,20 +147,20 @@ class ClassificationProtocol:
             device=self.device,
             seed=self.seed + fold,
             num_workers=self.num_workers,
+            repeats=self.augment_repeats,
             progress=self.progress,
             tensorboard=False,
         )
         gens = load_generators(self.gan_recipe, str(gan_dir), self.class_names, device=self.device)
-        images, labels = sample_images(
-            gens, self.class_names, self.n_synthetic, seed=self.seed + 100 + fold, device=self.device
-        )
-        path = write_synthetic_set(
-            images,
-            labels,
+        path = generate_synthetic_set(
+            gens,
+            self.class_names,
+            self.n_synthetic,
             str(syn_dir),
-            class_names=self.class_names,
             a_min=self.a_min,
             a_max=self.a_max,
+            seed=self.seed + 100 + fold,
+            device=self.device,
             file_format=self.synthetic_format,
             source=str(gan_dir),
         )

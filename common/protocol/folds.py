@@ -40,9 +40,7 @@ def patient_folds(labels_by_patient: dict[str, int], k: int, seed: int) -> list[
     return [sorted(f) for f in folds]
 
 
-def make_splits(
-    items: Sequence[dict], k: int, seed: int, val_fraction: float = 0.15, label_key: str = "label"
-) -> dict:
+def make_splits(items: Sequence[dict], k: int, seed: int, val_fraction: float = 0.15, label_key: str = "label") -> dict:
     """Folds of ``items`` by patient: for fold i, ``test`` = patients of fold i, and the other patients are split
     again (stratified) into ``train`` and ``val`` (``val_fraction`` of them, at least one per class when possible).
 

@@ -54,7 +54,9 @@ class Phantom:
 
     def __init__(self, seed: int = 0, file_format: str = "nii.gz") -> None:
         if file_format not in self.file_formats:
-            raise ValueError(f"{type(self).__name__}: file_format must be one of {self.file_formats}, got {file_format!r}")
+            raise ValueError(
+                f"{type(self).__name__}: file_format must be one of {self.file_formats}, got {file_format!r}"
+            )
         self.seed = int(seed)
         self.file_format = file_format
 

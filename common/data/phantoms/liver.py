@@ -121,7 +121,9 @@ class LiverLesionPhantom(Phantom):
 
     def meta(self) -> dict[str, Any]:
         if self.file_format == "png":
-            return {"intensity": {"unit": "uint8 (abdominal window)", "window_hu": list(PNG_WINDOW_HU), "range": [0, 255]}}
+            return {
+                "intensity": {"unit": "uint8 (abdominal window)", "window_hu": list(PNG_WINDOW_HU), "range": [0, 255]}
+            }
         return {"intensity": {"unit": "HU", "range": [-1024, 3071], "suggested_window": [-100, 250]}}
 
     # ------------------------------------------------------------------ patients
@@ -238,17 +240,17 @@ class LiverLesionPhantom(Phantom):
     @staticmethod
     def _cyst(rng: np.random.Generator) -> float:
         # Simple cysts: water density, homogeneous (no internal structure; the noise is the only texture).
-        return rng.uniform(0.0, 18.0)
+        return rng.uniform(0.0, 15.0)
 
     @staticmethod
     def _metastasis(
         rng: np.random.Generator, rho: np.ndarray, theta: np.ndarray, radius_64: float, liver: float, enh: float
     ) -> tuple[np.ndarray, str]:
-        core = rng.uniform(22.0, 45.0)
+        core = rng.uniform(25.0, 45.0)
         variant = "rim"
-        rim_gain = rng.uniform(12.0, 45.0)
-        if rng.random() < 0.25:  # hypovascular metastasis: faint rim, a plain hypodense lesion
-            rim_gain, variant = rng.uniform(0.0, 12.0), "faint_rim"
+        rim_gain = rng.uniform(20.0, 50.0)
+        if rng.random() < 0.15:  # hypovascular metastasis: faint rim, a plain hypodense lesion
+            rim_gain, variant = rng.uniform(5.0, 15.0), "faint_rim"
         rim = liver + enh * rim_gain
         width = rng.uniform(0.18, 0.38)
         # Rim weight rises over the inner 40 % of the rim band and stays up to the margin.
@@ -291,7 +293,7 @@ class LiverLesionPhantom(Phantom):
         for _ in range(n_nod):
             phi = rng.uniform(0, 2 * math.pi)
             pos = rng.uniform(*ring) * radius
-            size = max(1.1 * s, rng.uniform(0.12, 0.25) * radius)
+            size = max(1.4 * s, rng.uniform(0.12, 0.25) * radius)
             du = u - pos * math.cos(phi)
             dv = v - pos * math.sin(phi)
             weight = np.maximum(weight, np.exp(-(du * du + dv * dv) / (2.0 * size * size)))

@@ -1,0 +1,205 @@
+"""Training speed of the liver_lesion_gan networks: our Ignite engines vs a plain PyTorch loop.
+
+One line per case: images/s, peak memory, and the ratio engine / plain loop (our engine must not cost more than it
+brings). Each case runs in its own subprocess so that peak memory (max RSS on CPU, max allocated on CUDA) is its own.
+
+    python benchmarks/bench_liver_lesion_gan.py                 # quick-size networks, CPU or CUDA if present
+    python benchmarks/bench_liver_lesion_gan.py --size paper    # the paper's channel widths
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SIZES = {
+    "quick": {"g": (128, 64, 32, 16), "d": (16, 32, 64, 128), "c": (32, 64, 128)},
+    "paper": {"g": (1024, 512, 256, 128), "d": (64, 128, 256, 512), "c": (32, 64, 128)},
+}
+
+
+def _data(n: int, device):
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(n, 1, 64, 64, generator=g) * 2 - 1
+    labels = torch.randint(0, 3, (n,), generator=g)
+    return images, labels
+
+
+def _peak_mb(device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def run_case(case: str, size: str, n: int, batch: int, epochs: int, device: torch.device) -> dict:
+    from monai.transforms import Compose
+
+    from common.engines import ClassifierRecipe, GANRecipe, fit_classifier, fit_gan
+    from common.losses import BCEObjective
+    from common.networks import DCGANDiscriminator, DCGANGenerator, LesionClassifier
+
+    torch.manual_seed(0)
+    images, labels = _data(n, device)
+    ch = SIZES[size]
+    make_g = partial(DCGANGenerator, channels=ch["g"])
+    make_d = partial(DCGANDiscriminator, channels=ch["d"])
+    make_c = partial(LesionClassifier, channels=ch["c"])
+    adam = partial(torch.optim.Adam, lr=2e-4, betas=(0.5, 0.999))
+    items = [{"image": images[i], "label": int(labels[i])} for i in range(n)]
+    import tempfile
+
+    tmp = tempfile.mkdtemp()
+    # one warm-up epoch is excluded from the timing in every case
+    if case == "gan_engine":
+        recipe = GANRecipe(make_g, make_d, adam, adam, BCEObjective())
+        fit_gan(
+            recipe,
+            items,
+            Compose([]),
+            tmp + "/w",
+            max_epochs=1,
+            batch_size=batch,
+            device=device,
+            tensorboard=False,
+            progress=False,
+            sample_interval=10**6,
+            checkpoint_interval=10**6,
+        )
+        t = time.perf_counter()
+        fit_gan(
+            recipe,
+            items,
+            Compose([]),
+            tmp + "/r",
+            max_epochs=epochs,
+            batch_size=batch,
+            device=device,
+            tensorboard=False,
+            progress=False,
+            sample_interval=10**6,
+            checkpoint_interval=10**6,
+        )
+    elif case == "gan_plain":
+        G, D = make_g().to(device), make_d().to(device)
+        og, od = adam(G.parameters()), adam(D.parameters())
+        bce = torch.nn.BCEWithLogitsLoss()
+
+        def epoch():
+            perm = torch.randperm(n)
+            for s in range(0, n - batch + 1, batch):
+                x = images[perm[s : s + batch]].to(device)
+                z = G.sample_latent(batch, device=device)
+                with torch.no_grad():
+                    f = G(z)
+                rl, fl = D(x), D(f)
+                ld = bce(rl, torch.ones_like(rl)) + bce(fl, torch.zeros_like(fl))
+                od.zero_grad(set_to_none=True)
+                ld.backward()
+                od.step()
+                fl = D(G(G.sample_latent(batch, device=device)))
+                lg = bce(fl, torch.ones_like(fl))
+                og.zero_grad(set_to_none=True)
+                lg.backward()
+                og.step()
+                od.zero_grad(set_to_none=True)
+
+        epoch()
+        t = time.perf_counter()
+        for _ in range(epochs):
+            epoch()
+    elif case == "classifier_engine":
+        recipe = ClassifierRecipe(make_c, partial(torch.optim.SGD, lr=1e-3, momentum=0.9))
+        val = items[: max(batch, 8)]
+        fit_classifier(
+            recipe,
+            items,
+            val,
+            Compose([]),
+            Compose([]),
+            tmp + "/w",
+            num_classes=3,
+            max_epochs=1,
+            batch_size=batch,
+            device=device,
+            val_interval=10**6,
+        )
+        t = time.perf_counter()
+        fit_classifier(
+            recipe,
+            items,
+            val,
+            Compose([]),
+            Compose([]),
+            tmp + "/r",
+            num_classes=3,
+            max_epochs=epochs,
+            batch_size=batch,
+            device=device,
+            val_interval=10**6,
+        )
+    elif case == "classifier_plain":
+        net = make_c().to(device)
+        opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+        ce = torch.nn.CrossEntropyLoss()
+
+        def epoch():
+            perm = torch.randperm(n)
+            for s in range(0, n, batch):
+                idx = perm[s : s + batch]
+                loss = ce(net(images[idx].to(device)), labels[idx].to(device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+
+        epoch()
+        t = time.perf_counter()
+        for _ in range(epochs):
+            epoch()
+    else:
+        raise ValueError(case)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t
+    return {"case": case, "images_per_s": n * epochs / seconds, "peak_mb": _peak_mb(device), "seconds": seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=sorted(SIZES), default="quick")
+    parser.add_argument("--n", type=int, default=512, help="images per epoch")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if args.case:
+        print(json.dumps(run_case(args.case, args.size, args.n, args.batch, args.epochs, device)))
+        return
+    results = {}
+    for case in ("gan_plain", "gan_engine", "classifier_plain", "classifier_engine"):
+        cmd = [sys.executable, __file__, "--case", case] + sys.argv[1:]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        results[case] = json.loads(out)
+    print(
+        f"# liver_lesion_gan, size={args.size}, device={device}, n={args.n}, batch={args.batch}, epochs={args.epochs}"
+    )
+    for model in ("gan", "classifier"):
+        plain, engine = results[f"{model}_plain"], results[f"{model}_engine"]
+        for r in (plain, engine):
+            print(f"{r['case']:<18} {r['images_per_s']:9.1f} images/s  peak {r['peak_mb']:8.1f} MB")
+        print(f"{model + ' ratio':<18} engine/plain = {engine['images_per_s'] / plain['images_per_s']:.2f} (speed)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+"""LIDC-IDRI nodule VOIs (``../shared/data/lidc_vois``) mapped to 2-D ROI classification tasks.
+
+The folder holds ``metadata.csv`` (one row per nodule with the radiologists' max-voted ratings: ``Texture_value``
+1 non-solid/GGO .. 5 solid, ``Calcification_value`` 1-5 a pattern / 6 absent, ``Spiculation_value`` and
+``Lobulation_value`` 1-5, ...; ``voi_file``, ``voi_present``), ``image/<patient>_R_<nodule>.nii.gz`` (int16 HU, about
+44 x 44 x Z) and ``nodule_mask/`` with the same names. A *mapping* turns one metadata row into a class index;
+:func:`prepare_lidc_rois` writes one 2-D ROI per nodule plus a datalist, cached by the mapping and ROI size.
+
+Mappings (:data:`LIDC_MAPPINGS`; add one with :func:`register_lidc_mapping`):
+
+- ``lesion3`` (stand-in for Frid-Adar's 3 liver lesion classes): 0 ``calcified`` (any calcification pattern),
+  1 ``subsolid`` (texture not plain solid: GGO, non-solid/mixed, part-solid/mixed or solid/mixed; not calcified),
+  2 ``solid`` (the rest).
+- ``signs`` (stand-in for He et al.'s lung CT imaging signs): one class per nodule by the priority
+  calcification > ground-glass (texture not plain solid) > spiculation >= 4 > lobulation >= 4 > other. Every item
+  also carries the multi-hot ``signs`` list ``[calcification, ground_glass, spiculation, lobulation]`` for
+  multi-label use.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.data._fs import staging_dir, swap_in
+from common.data.datalist import read_datalist, write_datalist
+from common.data.io import read_image, write_image
+from common.errors import DataError
+
+__all__ = ["LIDC_MAPPINGS", "LidcMapping", "nodule_signs", "prepare_lidc_rois", "register_lidc_mapping"]
+
+#: Bump when the ROI extraction changes, so that cached ROIs are rebuilt.
+ROI_VERSION = "1"
+CITATION = (
+    "Armato III SG et al. (2015) Data From LIDC-IDRI. The Cancer Imaging Archive. "
+    "https://doi.org/10.7937/K9/TCIA.2015.LO9QL9SX (CC BY 3.0)"
+)
+SIGN_NAMES = ("calcification", "ground_glass", "spiculation", "lobulation")
+#: Ratings >= this count as a present spiculation / lobulation sign (He et al. use marked signs only).
+SIGN_THRESHOLD = 4
+_CALCIFICATION_ABSENT = 6
+_TEXTURE_SOLID = 5
+
+
+@dataclass(frozen=True)
+class LidcMapping:
+    """A named rule from one ``metadata.csv`` row to a class index (``None``: leave the nodule out)."""
+
+    name: str
+    class_names: tuple[str, ...]
+    label: Callable[[Mapping[str, str]], int | None]
+    description: str
+
+
+LIDC_MAPPINGS: dict[str, LidcMapping] = {}
+
+
+def register_lidc_mapping(mapping: LidcMapping) -> LidcMapping:
+    """Add ``mapping`` to :data:`LIDC_MAPPINGS` (a later bundle's own mapping, e.g. a binary sign task)."""
+    LIDC_MAPPINGS[mapping.name] = mapping
+    return mapping
+
+
+def _rating(row: Mapping[str, str], column: str) -> int:
+    try:
+        return int(float(row[column]))
+    except (KeyError, TypeError, ValueError) as exc:
+        where = f"{row.get('patient_id', '?')} nodule {row.get('nodule_id', '?')}"
+        raise DataError(f"LIDC metadata.csv: column '{column}' missing or not a number for {where}") from exc
+
+
+def nodule_signs(row: Mapping[str, str]) -> list[int]:
+    """Multi-hot ``[calcification, ground_glass, spiculation, lobulation]`` of one metadata row."""
+    return [
+        int(_rating(row, "Calcification_value") != _CALCIFICATION_ABSENT),
+        int(_rating(row, "Texture_value") < _TEXTURE_SOLID),
+        int(_rating(row, "Spiculation_value") >= SIGN_THRESHOLD),
+        int(_rating(row, "Lobulation_value") >= SIGN_THRESHOLD),
+    ]
+
+
+def _lesion3(row: Mapping[str, str]) -> int:
+    calcified, subsolid, _, _ = nodule_signs(row)
+    return 0 if calcified else 1 if subsolid else 2
+
+
+def _signs(row: Mapping[str, str]) -> int:
+    signs = nodule_signs(row)
+    # Priority order = index order: the first present sign names the class; none present -> "other".
+    return next((i for i, present in enumerate(signs) if present), len(signs))
+
+
+register_lidc_mapping(
+    LidcMapping(
+        "lesion3",
+        ("calcified", "subsolid", "solid"),
+        _lesion3,
+        "0 calcified (Calcification not Absent); 1 subsolid (Texture not plain Solid, not calcified); 2 solid",
+    )
+)
+register_lidc_mapping(
+    LidcMapping(
+        "signs",
+        (*SIGN_NAMES, "other"),
+        _signs,
+        "first present of calcification > ground_glass (Texture not plain Solid) > spiculation>=4 > lobulation>=4; "
+        "else other. Items carry the multi-hot 'signs' list for multi-label use",
+    )
+)
+
+
+def _best_slice(mask: np.ndarray | None, depth: int) -> int:
+    """The axial slice with the largest nodule area (ties: nearest the centre); the central slice without a mask."""
+    centre = (depth - 1) / 2.0
+    if mask is None or not mask.any():
+        return int(round(centre))
+    area = mask.reshape(-1, depth).sum(0)
+    best = np.flatnonzero(area == area.max())
+    return int(best[np.argmin(np.abs(best - centre))])
+
+
+def _square_crop(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Square crop of side min(H, W) centred on the nodule, so that resizing keeps the aspect ratio."""
+    h, w = image.shape
+    side = min(h, w)
+    if mask is not None and mask.any():
+        cy, cx = (float(c.mean()) for c in np.nonzero(mask))
+    else:
+        cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+    y0 = int(np.clip(round(cy - side / 2.0), 0, h - side))
+    x0 = int(np.clip(round(cx - side / 2.0), 0, w - side))
+    return image[y0 : y0 + side, x0 : x0 + side]
+
+
+def _roi(image_path: Path, mask_path: Path, roi_size: int) -> tuple[np.ndarray, int, int]:
+    """(1, roi, roi) integer-HU ROI of one VOI, the chosen slice index and the side of the square crop."""
+    from monai.transforms import Resize
+
+    volume = read_image(image_path)[0]
+    mask = read_image(mask_path)[0] > 0 if mask_path.is_file() else None
+    if mask is not None and mask.shape != volume.shape:
+        mask = None  # a mask that does not match cannot place the nodule: fall back to the central slice
+    if volume.ndim == 2:  # single-slice VOI stored as 2-D
+        volume = volume[..., None]
+        mask = None if mask is None else mask[..., None]
+    z = _best_slice(mask, volume.shape[-1])
+    crop = _square_crop(volume[..., z], None if mask is None else mask[..., z])
+    resize = Resize(spatial_size=(roi_size, roi_size), mode="bilinear", anti_aliasing=True)
+    roi = np.asarray(resize(crop[None]), dtype=np.float32)
+    # Bilinear keeps HU (a weighted mean of neighbours); round back to integers as CT stores them (int16 files).
+    return np.round(roi), z, crop.shape[0]
+
+
+def _spec(lidc_dir: Path, mapping: LidcMapping, roi_size: int) -> dict[str, Any]:
+    metadata = lidc_dir / "metadata.csv"
+    return {
+        "mapping": mapping.name,
+        "class_names": list(mapping.class_names),
+        "roi_size": int(roi_size),
+        "version": ROI_VERSION,
+        "lidc_dir": str(lidc_dir),
+        "metadata_bytes": metadata.stat().st_size,
+    }
+
+
+def prepare_lidc_rois(
+    lidc_dir: str | os.PathLike, out_dir: str | os.PathLike, mapping: str = "lesion3", roi_size: int = 64
+) -> str:
+    """Write one 2-D ROI per LIDC nodule under ``out_dir`` plus ``datalist.json``; return the datalist path.
+
+    Per nodule: the axial slice of the VOI with the largest nodule-mask area, a square crop of side min(H, W)
+    centred on the nodule, resized bilinearly to ``roi_size`` x ``roi_size``, rounded to integer HU and written as
+    a 2-D int16 NIfTI (spacing scaled accordingly). Items carry ``label``, ``patient`` (= ``patient_id``),
+    ``nodule_id``, the raw ratings, the multi-hot ``signs`` and the slice index. Rows with ``voi_present`` false,
+    without an image file, or that the mapping leaves out are skipped; their counts go into the meta ``skipped``.
+
+    Cached: reused while ``out_dir/datalist.json`` records the same mapping, ROI size, version and source;
+    otherwise rebuilt in ``<out_dir>.tmp-<pid>`` and swapped in, so an interrupted run leaves nothing half-written.
+
+    Raises:
+        DataError: ``lidc_dir`` lacks ``metadata.csv`` or ``image/``, the mapping is unknown, a rating is not a
+            number, or a VOI is unreadable (naming the file).
+    """
+    lidc_dir = Path(os.path.abspath(lidc_dir))
+    out_dir = Path(os.path.abspath(out_dir))
+    if mapping not in LIDC_MAPPINGS:
+        raise DataError(f"unknown LIDC mapping '{mapping}' (key 'lidc_mapping'); known: {sorted(LIDC_MAPPINGS)}")
+    rule = LIDC_MAPPINGS[mapping]
+    metadata = lidc_dir / "metadata.csv"
+    if not metadata.is_file() or not (lidc_dir / "image").is_dir():
+        raise DataError(f"LIDC folder '{lidc_dir}' needs metadata.csv and image/ (key 'dataset_dir')")
+    spec = _spec(lidc_dir, rule, roi_size)
+    datalist_path = out_dir / "datalist.json"
+    if datalist_path.is_file():
+        try:
+            if json.loads(datalist_path.read_text(encoding="utf-8")).get("lidc") == spec:
+                read_datalist(datalist_path)  # raises if files went missing; then we rebuild below
+                return str(datalist_path)
+        except (json.JSONDecodeError, OSError, DataError):
+            pass
+
+    with open(metadata, newline="", encoding="utf-8-sig") as handle:
+        rows = list(csv.DictReader(handle))
+    tmp = staging_dir(out_dir)
+    try:
+        jobs, skipped = [], {"voi_absent": 0, "image_missing": 0, "unmapped": 0}
+        for row in rows:
+            if str(row.get("voi_present", "True")).strip().lower() not in ("true", "1", "yes"):
+                skipped["voi_absent"] += 1
+                continue
+            name = row.get("voi_file") or f"{row['patient_id']}_R_{row['nodule_id']}.nii.gz"
+            if not (lidc_dir / "image" / name).is_file():
+                skipped["image_missing"] += 1
+                continue
+            label = rule.label(row)
+            if label is None:
+                skipped["unmapped"] += 1
+                continue
+            jobs.append((row, name, int(label)))
+
+        def one(job: tuple[Mapping[str, str], str, int]) -> dict[str, Any]:
+            row, name, label = job
+            image_path = lidc_dir / "image" / name
+            roi, z, side = _roi(image_path, lidc_dir / "nodule_mask" / name, roi_size)
+            rel = f"images/{name}"
+            write_image(tmp / rel, roi, spacing=_in_plane_spacing(image_path, side / roi_size))
+            return {
+                "image": rel,
+                "label": label,
+                "patient": row["patient_id"],
+                "nodule_id": row["nodule_id"],
+                "texture": _rating(row, "Texture_value"),
+                "calcification": _rating(row, "Calcification_value"),
+                "spiculation": _rating(row, "Spiculation_value"),
+                "lobulation": _rating(row, "Lobulation_value"),
+                "malignancy": _rating(row, "Malignancy_value"),
+                "signs": nodule_signs(row),
+                "slice": z,
+                "source": str(image_path),
+            }
+
+        # Threads: the work is mostly gzip and file I/O (which release the GIL); order is kept by map().
+        with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
+            items = list(pool.map(one, jobs))
+        counts = {c: sum(item["label"] == i for item in items) for i, c in enumerate(rule.class_names)}
+        write_datalist(
+            tmp / "datalist.json",
+            items,
+            name=f"lidc_vois_{mapping}",
+            class_names=list(rule.class_names),
+            counts=counts,
+            skipped=skipped,
+            mapping=rule.description,
+            sign_names=list(SIGN_NAMES),
+            intensity={"unit": "HU", "suggested_window": [-1000, 400]},
+            citation=CITATION,
+            lidc=spec,
+        )
+        swap_in(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return str(datalist_path)
+
+
+def _in_plane_spacing(image_path: Path, factor: float) -> tuple[float, float]:
+    import nibabel as nib
+
+    zooms = nib.load(str(image_path)).header.get_zooms()
+    return float(zooms[0]) * factor, float(zooms[1]) * factor

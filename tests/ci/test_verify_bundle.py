@@ -1,0 +1,646 @@
+"""Tests of ci/verify_bundle.py on small fixture bundles built in tmp_path, and on every bundle of the repository.
+
+The fixture is a minimal valid bundle whose ``network`` is a ``torch.nn.Linear`` "generator" (latent 8 -> 4);
+each test breaks it one way and expects exactly the matching FAIL line. The checks run in-process (fast); two
+tests go through the command line to cover argument parsing and the exit status.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = REPO_ROOT / "ci" / "verify_bundle.py"
+SCHEMA_URL = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
+
+
+def _load_verifier() -> ModuleType:
+    """Import ci/verify_bundle.py by path: ``ci`` is a folder of scripts, not a package."""
+    spec = importlib.util.spec_from_file_location("verify_bundle", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["verify_bundle"] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+vb = _load_verifier()
+PIN = vb._setup_cfg_version() or "0.1.0"
+
+LOGGING_CONF = """\
+[loggers]
+keys=root
+
+[handlers]
+keys=consoleHandler
+
+[formatters]
+keys=fullFormatter
+
+[logger_root]
+level=INFO
+handlers=consoleHandler
+
+[handler_consoleHandler]
+class=StreamHandler
+level=INFO
+formatter=fullFormatter
+args=(sys.stdout,)
+
+[formatter_fullFormatter]
+format=%(asctime)s - %(name)s - %(levelname)s - %(message)s
+"""
+
+
+def _tensor(kind: str, fmt: str, channels: int, spatial: list, dtype: str = "float32", value_range: list | None = None):
+    return {
+        "type": kind,
+        "format": fmt,
+        "modality": "n/a",
+        "num_channels": channels,
+        "spatial_shape": spatial,
+        "dtype": dtype,
+        "value_range": value_range or [],
+        "is_patch_data": False,
+        "channel_def": {},
+    }
+
+
+def _metadata() -> dict[str, Any]:
+    return {
+        "schema": SCHEMA_URL,
+        "version": "0.2.0",
+        "changelog": {"0.2.0": "tiny generator", "0.1.0": "first version", "0.0.1": "skeleton"},
+        "monai_version": "1.6.1",
+        "pytorch_version": "2.13.0",
+        "numpy_version": "2.4.6",
+        "required_packages_version": {"synthaug-bundles": PIN},
+        "name": "Fixture GAN",
+        "task": "Generate 4-value vectors from an 8-value latent",
+        "description": "A fixture bundle for the tests of ci/verify_bundle.py",
+        "authors": "synthaug",
+        "copyright": "Copyright (c) synthaug",
+        "network_data_format": {
+            "inputs": {"latent": _tensor("noise", "latent", 8, [])},
+            "outputs": {"pred": _tensor("image", "magnitude", 4, [], value_range=[-1, 1])},
+        },
+    }
+
+
+def _base_config() -> dict[str, Any]:
+    return {
+        "imports": ["$import json"],
+        "bundle_root": ".",
+        "device": "$torch.device('cpu')",
+        "dataset_dir": "$@bundle_root + '/data'",
+        "output_dir": "$@bundle_root + '/runs'",
+        "max_epochs": 2,
+        "network_def": {"_target_": "torch.nn.Linear", "in_features": 8, "out_features": 4},
+        "network": "$@network_def.to(@device)",
+    }
+
+
+def _train() -> dict[str, Any]:
+    steps = ["$torch.save(@network.state_dict(), @output_dir + '/model_epoch' + str(@max_epochs) + '.pt')"]
+    return {**_base_config(), "training": steps, "run": list(steps)}
+
+
+def _inference() -> dict[str, Any]:
+    return {
+        **_base_config(),
+        "dataset": {"_target_": "Dataset", "data": "$[{'latent': torch.randn(8)} for _ in range(2)]"},
+        "inferer": {"_target_": "SimpleInferer"},
+        "evaluator": {
+            "_target_": "SupervisedEvaluator",
+            "device": "@device",
+            "val_data_loader": "$torch.utils.data.DataLoader(@dataset)",
+            "network": "@network",
+            "inferer": "@inferer",
+        },
+        "initialize": ["$monai.utils.set_determinism(seed=0)"],
+        "run": [
+            "$numpy.save(@output_dir + '/sample_0.npy', @network(torch.zeros(1, 8)).detach().numpy())",
+            "$json.dump([{'image': 'sample_0.npy'}], open(@output_dir + '/datalist.json', 'w'))",
+        ],
+    }
+
+
+def _write_json(path: Path, content: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(content, indent=2), encoding="utf-8")
+
+
+def make_bundle(root: Path) -> Path:
+    """Write a minimal bundle that passes every static check into ``root``; return ``root``."""
+    configs = root / "configs"
+    _write_json(configs / "metadata.json", _metadata())
+    _write_json(configs / "train.json", _train())
+    _write_json(configs / "inference.json", _inference())
+    _write_json(configs / "evaluate.json", {"run": ["$print('the protocol would run here')"]})
+    _write_json(configs / "quick.json", {"max_epochs": 1})
+    (configs / "logging.conf").write_text(LOGGING_CONF, encoding="utf-8")
+    (root / "docs").mkdir()
+    (root / "docs" / "README.md").write_text("# Fixture bundle\n", encoding="utf-8")
+    (root / "docs" / "data_license.txt").write_text("Procedural data, no licence needed.\n", encoding="utf-8")
+    (root / "LICENSE").write_text("Apache License 2.0\n", encoding="utf-8")
+    (root / "models").mkdir()
+    return root
+
+
+def edit_json(path: Path, change: Callable[[dict], None]) -> None:
+    content = json.loads(path.read_text(encoding="utf-8"))
+    change(content)
+    _write_json(path, content)
+
+
+def run_verifier(bundle: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[str]]:
+    """Run the verifier in-process; return its exit status and printed lines."""
+    code = vb.main([str(bundle), *args])
+    return code, capsys.readouterr().out.splitlines()
+
+
+def lines_with(lines: list[str], prefix: str) -> list[str]:
+    return [line for line in lines if line.startswith(prefix)]
+
+
+@pytest.fixture
+def bundle(tmp_path: Path) -> Path:
+    return make_bundle(tmp_path / "fixture_gan")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the valid bundle
+
+
+def test_valid_bundle_passes(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, lines = run_verifier(bundle, capsys)
+    assert lines_with(lines, "FAIL") == [], lines
+    assert code == 0
+    for name in (
+        "required_files",
+        "no_scripts_dir",
+        "logging_conf",
+        "large_files",
+        "file_sizes",
+        "metadata_schema",
+        "metadata_schema_url",
+        "metadata_version",
+        "metadata_packages",
+        "config_parse:train.json",
+        "config_parse:inference.json",
+        "config_parse:evaluate.json",
+        "config_parse:quick.json",
+        "config_parse:train+evaluate+quick",
+        "config_parse:train+quick",
+        "config_keys:train.json",
+        "config_keys:inference.json",
+        "config_keys:train+evaluate+quick",
+        "config_refs:train.json",
+        "config_refs:inference.json",
+        "run_ids:train.json",
+        "run_ids:inference.json",
+        "properties:infer",
+        "network_shape",
+    ):
+        assert any(line == f"PASS {name}" or line.startswith(f"PASS {name}:") for line in lines), (name, lines)
+    # a GAN train.json lacks MONAI's supervised train properties: reported, never failed
+    assert lines_with(lines, "WARN properties:train:"), lines
+    assert "network(latent(2, 8)) -> pred(2, 4)" in "\n".join(lines)
+    assert lines[-1].endswith("0 fail, 1 warn, 0 skip")
+
+
+def test_cli_exit_status(bundle: Path) -> None:
+    """Through the command line, from the repository root, as CI calls it (in-process tests cover exit 1)."""
+    ok = subprocess.run([sys.executable, str(SCRIPT), str(bundle)], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    lines = ok.stdout.splitlines()
+    assert all(line.split(" ", 1)[0] in ("PASS", "WARN") for line in lines[:-1]), ok.stdout
+    assert lines[-1] == f"{bundle}: 25 pass, 0 fail, 1 warn, 0 skip"
+
+
+def test_cli_rejects_a_missing_folder(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "nope")], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "is not a folder" in result.stderr
+
+
+# ------------------------------------------------------------------------------------------------------------
+# one break at a time
+
+
+@pytest.mark.parametrize(
+    "relative",
+    ["docs/data_license.txt", "configs/quick.json", "configs/logging.conf", "LICENSE", "docs/README.md"],
+)
+def test_missing_file(bundle: Path, capsys: pytest.CaptureFixture[str], relative: str) -> None:
+    (bundle / relative).unlink()
+    code, lines = run_verifier(bundle, capsys)
+    assert code == 1
+    assert f"FAIL required_files: missing {relative}" in lines
+
+
+def test_missing_models_folder(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (bundle / "models").rmdir()
+    code, lines = run_verifier(bundle, capsys)
+    assert code == 1
+    assert "FAIL required_files: missing models/" in lines
+
+
+def test_missing_metadata_skips_what_needs_it(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (bundle / "configs" / "metadata.json").unlink()
+    code, lines = run_verifier(bundle, capsys)
+    assert code == 1
+    assert "FAIL required_files: missing configs/metadata.json" in lines
+    assert lines_with(lines, "SKIP metadata_schema:")
+    assert lines_with(lines, "SKIP network_shape:")
+
+
+def test_scripts_folder(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (bundle / "scripts").mkdir()
+    (bundle / "scripts" / "__init__.py").write_text("", encoding="utf-8")
+    code, lines = run_verifier(bundle, capsys)
+    assert code == 1
+    assert lines_with(lines, "FAIL no_scripts_dir: scripts/ exists")
+
+
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        (lambda m: m["network_data_format"]["inputs"]["latent"].update(type="gaussian"), "inputs/latent/type"),
+        (lambda m: m["network_data_format"]["outputs"]["pred"].update(num_channels="4"), "outputs/pred/num_channels"),
+        (lambda m: m["network_data_format"]["inputs"]["latent"].pop("dtype"), "inputs/latent: 'dtype'"),
+        (lambda m: m["network_data_format"].pop("outputs"), "network_data_format: 'outputs'"),
+        (lambda m: m.pop("authors"), "(top level): 'authors'"),
+        (lambda m: m.update(references="Frid-Adar 2018"), "references"),
+    ],
+    ids=["bad-type", "channels-as-string", "no-dtype", "no-outputs", "no-authors", "references-not-a-list"],
+)
+def test_invalid_metadata(bundle: Path, capsys: pytest.CaptureFixture[str], change: Callable, where: str) -> None:
+    edit_json(bundle / "configs" / "metadata.json", change)
+    code, lines = run_verifier(bundle, capsys)
+    assert code == 1
+    failures = lines_with(lines, "FAIL metadata_schema:")
+    assert len(failures) == 1 and where in failures[0], lines
+
+
+def test_noise_and_label_types_are_valid(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The schema's tensor type enumeration admits GAN latents and class-id conditions."""
+    import jsonschema
+
+    schema = json.loads(vb.SCHEMA_PATH.read_text(encoding="utf-8"))
+    jsonschema.Draft7Validator.check_schema(schema)
+    meta = _metadata()
+    meta["network_data_format"]["inputs"]["condition"] = _tensor("label", "classes", 1, [], "int64", [0, 2])
+    assert list(jsonschema.Draft7Validator(schema).iter_errors(meta)) == []
+
+
+def test_invalid_metadata_json(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (bundle / "configs" / "metadata.json").write_text("{ not json", encoding="utf-8")
+    code, lines = run_verifier(bundle, capsys)
+    assert code == 1
+    assert lines_with(lines, "FAIL metadata_schema: configs/metadata.json is not valid JSON")
+
+
+def test_schema_url_names_another_schema(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit_json(
+        bundle / "configs" / "metadata.json", lambda m: m.update(schema=SCHEMA_URL.replace("20240725", "20220324"))
+    )
+    code, lines = run_verifier(bundle, capsys)
+    assert code == 1
+    assert lines_with(lines, "FAIL metadata_schema_url:")
+
+
+@pytest.mark.parametrize(
+    ("version", "reason"),
+    [("0.3.0", "is not a changelog key"), ("0.1.0", "is not the newest changelog key (0.2.0)")],
+)
+def test_version_changelog_mismatch(
+    bundle: Path, capsys: pytest.CaptureFixture[str], version: str, reason: str
+) -> None:
+    edit_json(bundle / "configs" / "metadata.json", lambda m: m.update(version=version))
+    code, lines = run_verifier(bundle, capsys)
+    assert code == 1
+    assert f"FAIL metadata_version: version {version} {reason}" in "\n".join(lines), lines
+
+
+def test_version_order_is_numeric(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """0.10.0 is newer than 0.9.0 although it sorts before it as a string."""
+    edit_json(
+        bundle / "configs" / "metadata.json",
+        lambda m: m.update(version="0.10.0", changelog={"0.10.0": "b", "0.9.0": "a"}),
+    )
+    code, lines = run_verifier(bundle, capsys)
+    assert "PASS metadata_version: 0.10.0" in lines and code == 0, lines
+
+
+def test_missing_package_pin(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit_json(bundle / "configs" / "metadata.json", lambda m: m.update(required_packages_version={"nibabel": "5.4"}))
+    code, lines = run_verifier(bundle, capsys)
+    assert code == 1
+    assert lines_with(lines, "FAIL metadata_packages: required_packages_version must pin 'synthaug-bundles'")
+
+
+def test_missing_training_id(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit_json(bundle / "configs" / "train.json", lambda c: c.pop("training"))
+    code, lines = run_verifier(bundle, capsys)
+    assert code == 1
+    assert lines_with(lines, "FAIL run_ids:train.json: missing run id(s) training")
+
+
+def test_missing_inference_run(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit_json(bundle / "configs" / "inference.json", lambda c: c.pop("run"))
+    code, lines = run_verifier(bundle, capsys)
+    assert code == 1
+    assert lines_with(lines, "FAIL run_ids:inference.json: missing run id 'run'")
+
+
+def test_inference_depends_on_initialize(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def change(c: dict) -> None:
+        c["initialize"] = ["$@network_def.load_state_dict(torch.load('model.pt'))"]
+        c["network"] = "$@initialize#0 or @network_def"
+
+    edit_json(bundle / "configs" / "inference.json", change)
+    code, lines = run_verifier(bundle, capsys)
+    assert code == 1
+    assert lines_with(lines, "FAIL run_ids:inference.json: items outside 'initialize' refer to initialize-only state")
+
+
+@pytest.mark.parametrize("key", ["output_dir", "network_def", "dataset_dir"])
+def test_missing_config_key(bundle: Path, capsys: pytest.CaptureFixture[str], key: str) -> None:
+    edit_json(bundle / "configs" / "inference.json", lambda c: c.pop(key))
+    code, lines = run_verifier(bundle, capsys)
+    assert code == 1
+    assert f"FAIL config_keys:inference.json: missing {key}" in lines
+
+
+def test_dangling_reference(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit_json(bundle / "configs" / "train.json", lambda c: c.update(network="$@network_dfe.to(@device)"))
+    code, lines = run_verifier(bundle, capsys)
+    assert code == 1
+    assert lines_with(lines, "FAIL config_refs:train.json: unknown id(s): @network_dfe (in network)")
+
+
+def test_config_that_does_not_parse(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (bundle / "configs" / "quick.json").write_text('{"max_epochs": 1,', encoding="utf-8")
+    code, lines = run_verifier(bundle, capsys)
+    assert code == 1
+    assert lines_with(lines, "FAIL config_parse:quick.json:")
+    assert lines_with(lines, "FAIL config_parse:train+evaluate+quick:")
+
+
+def test_missing_infer_property_fails(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit_json(bundle / "configs" / "inference.json", lambda c: c.pop("evaluator"))
+    code, lines = run_verifier(bundle, capsys)
+    assert code == 1
+    assert lines_with(lines, "FAIL properties:infer: inference.json lacks required or misnamed properties: evaluator")
+
+
+def test_wrong_output_shape(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit_json(
+        bundle / "configs" / "metadata.json",
+        lambda m: m["network_data_format"]["outputs"]["pred"].update(num_channels=5),
+    )
+    code, lines = run_verifier(bundle, capsys)
+    assert code == 1
+    assert lines_with(lines, "FAIL network_shape: network(latent(2, 8)) -> (2, 4), but outputs.pred says")
+
+
+def test_wrong_input_shape(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A latent size the network does not take is a FAIL of the same check, not a crash."""
+    edit_json(
+        bundle / "configs" / "metadata.json",
+        lambda m: m["network_data_format"]["inputs"]["latent"].update(num_channels=7),
+    )
+    code, lines = run_verifier(bundle, capsys)
+    assert code == 1
+    assert lines_with(lines, "FAIL network_shape: RuntimeError")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# networks: conditional generators, spatial expressions
+
+FIXTURE_NETS = '''
+import torch
+
+
+class CondGenerator(torch.nn.Module):
+    """forward(z, labels): a conditional generator, as a cGAN/ACGAN bundle has one."""
+
+    def __init__(self, latent: int = 8, classes: int = 3, channels: int = 1, size: int = 8) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(classes, latent)
+        self.fc = torch.nn.Linear(latent, channels * size * size)
+        self.shape = (channels, size, size)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.fc(z * self.embed(labels))).view(-1, *self.shape)
+'''
+
+
+@pytest.fixture
+def conditional_bundle(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (bundle.parent / "synthaug_fixture_nets.py").write_text(FIXTURE_NETS, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(bundle.parent))
+    monkeypatch.delitem(sys.modules, "synthaug_fixture_nets", raising=False)
+    net = {"_target_": "synthaug_fixture_nets.CondGenerator", "latent": 8, "classes": 3, "channels": 1, "size": 8}
+    for name in ("train.json", "inference.json"):
+        edit_json(bundle / "configs" / name, lambda c: c.update(network_def=net))
+
+    def change(m: dict) -> None:
+        m["network_data_format"] = {
+            "inputs": {
+                "latent": _tensor("noise", "latent", 8, []),
+                "condition": _tensor("label", "classes", 1, [], "int64", [0, 2]),
+            },
+            "outputs": {"pred": _tensor("image", "magnitude", 1, [8, 8], value_range=[-1, 1])},
+        }
+
+    edit_json(bundle / "configs" / "metadata.json", change)
+    return bundle
+
+
+def test_conditional_generator(conditional_bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, lines = run_verifier(conditional_bundle, capsys)
+    assert "PASS network_shape: network(latent(2, 8), condition(2,)) -> pred(2, 1, 8, 8)" in lines, lines
+    assert code == 0
+
+
+def test_conditional_generator_inputs_in_the_wrong_order(
+    conditional_bundle: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The order of network_data_format.inputs is the order of forward()'s arguments."""
+
+    def swap(m: dict) -> None:
+        inputs = m["network_data_format"]["inputs"]
+        m["network_data_format"]["inputs"] = {"condition": inputs["condition"], "latent": inputs["latent"]}
+
+    edit_json(conditional_bundle / "configs" / "metadata.json", swap)
+    code, lines = run_verifier(conditional_bundle, capsys)
+    assert code == 1
+    assert lines_with(lines, "FAIL network_shape:"), lines
+
+
+@pytest.mark.parametrize(
+    ("in_shape", "out_shape", "passes"),
+    [
+        (["2**n", "2**n"], ["2**n", "2**n"], True),
+        (["*", "*"], ["*", "*"], True),
+        ([16, 24], [16, 24], True),
+        ([16, 24], [24, 16], False),
+        (["2**n", "2**n"], ["2**(n+1)", "2**(n+1)"], False),
+    ],
+)
+def test_spatial_shapes(
+    bundle: Path, capsys: pytest.CaptureFixture[str], in_shape: list, out_shape: list, passes: bool
+) -> None:
+    net = {"_target_": "torch.nn.Conv2d", "in_channels": 1, "out_channels": 3, "kernel_size": 3, "padding": 1}
+    for name in ("train.json", "inference.json"):
+        edit_json(bundle / "configs" / name, lambda c: c.update(network_def=net))
+
+    def change(m: dict) -> None:
+        m["network_data_format"] = {
+            "inputs": {"image": _tensor("image", "magnitude", 1, in_shape, value_range=[0, 1])},
+            "outputs": {"pred": _tensor("image", "magnitude", 3, out_shape)},
+        }
+
+    edit_json(bundle / "configs" / "metadata.json", change)
+    code, lines = run_verifier(bundle, capsys)
+    assert bool(lines_with(lines, "PASS network_shape:")) == passes, lines
+    assert (code == 0) == passes
+
+
+def test_network_returning_a_tuple(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Only the first element is compared (e.g. an ACGAN discriminator returns (score, class logits))."""
+    net = {"_target_": "torch.nn.LSTM", "input_size": 8, "hidden_size": 4, "batch_first": True}
+    for name in ("train.json", "inference.json"):
+        edit_json(bundle / "configs" / name, lambda c: c.update(network_def=net))
+
+    def change(m: dict) -> None:
+        m["network_data_format"]["inputs"] = {"sequence": _tensor("series", "sequence", 5, [8])}
+        m["network_data_format"]["outputs"] = {"pred": _tensor("series", "sequence", 5, [4])}
+
+    edit_json(bundle / "configs" / "metadata.json", change)
+    code, lines = run_verifier(bundle, capsys)
+    assert lines_with(lines, "PASS network_shape:") and code == 0, lines
+
+
+def test_size_variables_are_shared() -> None:
+    assert vb.bind_size_variables([["2**n", "2**n*m"], []]) == {"m": 4, "n": 4}
+    assert vb.bind_size_variables([["2**n"]]) == {"n": 4}
+    assert vb.bind_size_variables([[64, "*"]]) == {}
+    with pytest.raises(ValueError):
+        vb._eval_size("__import__('os').getcwd()", {})
+
+
+# ------------------------------------------------------------------------------------------------------------
+# large files
+
+
+def test_large_file_must_be_listed(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    weights = bundle / "models" / "model.pt"
+    with open(weights, "wb") as f:  # sparse: 26 MB on paper, nothing on disk
+        f.truncate(26 * 1000 * 1000)
+    code, lines = run_verifier(bundle, capsys)
+    assert code == 1
+    assert "FAIL file_sizes: larger than 25 MB and not in large_files.yml: models/model.pt (26.0 MB)" in lines
+
+
+def test_listed_large_file_passes(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    weights = bundle / "models" / "model.pt"
+    with open(weights, "wb") as f:
+        f.truncate(26 * 1000 * 1000)
+    digest = vb._sha256(weights)
+    (bundle / "models" / "large_files.yml").write_text(
+        f'large_files:\n  - path: "models/model.pt"\n    url: "https://example.org/model.pt"\n'
+        f'    hash_val: "{digest}"\n    hash_type: "sha256"\n',
+        encoding="utf-8",
+    )
+    code, lines = run_verifier(bundle, capsys)
+    assert "PASS file_sizes" in lines and "PASS large_files: 1 entry in models/large_files.yml" in lines, lines
+    assert code == 0
+
+
+@pytest.mark.parametrize(
+    ("entry", "reason"),
+    [
+        ({"url": "u", "hash_val": "{h}", "hash_type": "md5"}, "not sha256"),
+        ({"hash_val": "{h}", "hash_type": "sha256"}, "missing url"),
+        ({"url": "u", "hash_val": "abc", "hash_type": "sha256"}, "not a sha256 hex"),
+        ({"url": "u", "hash_val": "{z}", "hash_type": "sha256"}, "differs from hash_val"),
+    ],
+    ids=["md5", "no-url", "short-hash", "wrong-hash"],
+)
+def test_bad_large_files_entry(
+    bundle: Path, capsys: pytest.CaptureFixture[str], entry: dict[str, str], reason: str
+) -> None:
+    weights = bundle / "models" / "model.pt"
+    weights.write_bytes(b"weights")
+    values = {"h": vb._sha256(weights), "z": "0" * 64}
+    fields = "".join(f'    {k}: "{v.format(**values)}"\n' for k, v in entry.items())
+    text = 'large_files:\n  - path: "models/model.pt"\n' + fields
+    (bundle / "models" / "large_files.yml").write_text(text, encoding="utf-8")
+    code, lines = run_verifier(bundle, capsys)
+    assert code == 1
+    failures = lines_with(lines, "FAIL large_files:")
+    assert len(failures) == 1 and reason in failures[0], lines
+
+
+# ------------------------------------------------------------------------------------------------------------
+# smoke run (subprocesses)
+
+
+@pytest.mark.slow
+def test_smoke_run_on_fixture(bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The smoke machinery itself: train writes a checkpoint, inference writes a file and a datalist."""
+    keep = tmp_path / "smoke"
+    code, lines = run_verifier(bundle, capsys, "--smoke", "--keep", str(keep), "--timeout", "300")
+    for name in ("smoke_train", "smoke_checkpoint", "smoke_inference", "smoke_outputs"):
+        assert lines_with(lines, f"PASS {name}"), lines
+    assert code == 0
+    assert (keep / "output" / "model_epoch1.pt").is_file()  # --max_epochs 1 reached the config
+    assert (keep / "logs" / "smoke_train.log").is_file()
+
+
+@pytest.mark.slow
+def test_smoke_run_reports_a_failing_training(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (bundle / "configs" / "smoke.json").write_text('{"training": ["$undefined_name"]}', encoding="utf-8")
+    code, lines = run_verifier(bundle, capsys, "--smoke", "--timeout", "300")
+    assert code == 1
+    assert lines_with(lines, "FAIL smoke_train: exit code")
+    assert any("undefined_name" in line for line in lines if line.startswith("    | ")), lines
+    assert lines_with(lines, "SKIP smoke_inference: smoke training failed")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the repository's bundles
+
+BUNDLES = sorted(p.name for p in (REPO_ROOT / "bundles").glob("*") if (p / "configs").is_dir())
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_repository_bundle(name: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "ci/verify_bundle.py", f"bundles/{name}"], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", BUNDLES)
+def test_repository_bundle_smoke(name: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "ci/verify_bundle.py", f"bundles/{name}", "--smoke"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

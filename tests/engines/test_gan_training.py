@@ -1,0 +1,155 @@
+"""The shared GAN engine: losses logged, checkpoints + resume, sample grids, NaN guard, determinism."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+
+import pytest
+import torch
+from monai.transforms import Compose
+
+from common.data.datalist import read_datalist
+from common.data.io import read_image
+from common.engines import GANRecipe, fit_gan, fit_gans, generate_synthetic_set, latest_checkpoint, load_generators
+from common.losses import ACGANObjective, BCEObjective
+from common.networks import DCGANDiscriminator, DCGANGenerator
+
+
+def _items(n=12, size=16, classes=2):
+    g = torch.Generator().manual_seed(0)
+    return [
+        {"image": torch.rand(1, size, size, generator=g) * 2 - 1, "label": i % classes, "patient": f"p{i}"}
+        for i in range(n)
+    ]
+
+
+def _recipe(conditional=False, size=16, classes=2, objective=None):
+    k = classes if conditional else 0
+    return GANRecipe(
+        generator=partial(DCGANGenerator, latent_dim=8, image_size=size, channels=(16, 8), num_classes=k),
+        discriminator=partial(DCGANDiscriminator, image_size=size, channels=(8, 16), num_classes=k),
+        g_optimizer=partial(torch.optim.Adam, lr=2e-4, betas=(0.5, 0.999)),
+        d_optimizer=partial(torch.optim.Adam, lr=2e-4, betas=(0.5, 0.999)),
+        objective=objective or (ACGANObjective() if conditional else BCEObjective()),
+    )
+
+
+def _fit(tmp_path, epochs=2, **kw):
+    return fit_gan(
+        kw.pop("recipe", _recipe()),
+        _items(),
+        Compose([]),
+        str(tmp_path),
+        max_epochs=epochs,
+        batch_size=4,
+        tensorboard=False,
+        progress=False,
+        **kw,
+    )
+
+
+def test_fit_gan_writes_checkpoints_samples_and_log(tmp_path):
+    out = _fit(tmp_path, epochs=2)
+    assert (tmp_path / "generator.pt").is_file()
+    assert latest_checkpoint(str(tmp_path / "checkpoints")).endswith("epoch=2.pt")
+    assert (tmp_path / "samples_epoch_0002.png").is_file()
+    log = (tmp_path / "train_log.csv").read_text().splitlines()
+    assert log[0].startswith("epoch") and "g_loss" in log[0] and "d_loss" in log[0] and len(log) == 3
+    assert len(out["history"]) == 2 and all(set(r) >= {"g_loss", "d_loss", "d_real", "d_fake"} for r in out["history"])
+    assert json.loads((tmp_path / "training_done.json").read_text())["epochs"] == 2
+
+
+def test_resume_continues_from_last_checkpoint(tmp_path):
+    _fit(tmp_path, epochs=1)
+    first = torch.load(tmp_path / "generator.pt")
+    out = _fit(tmp_path, epochs=3)  # a later call with more epochs continues, it does not start over
+    log = (tmp_path / "train_log.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in log[1:]] == ["1", "2", "3"]
+    assert latest_checkpoint(str(tmp_path / "checkpoints")).endswith("epoch=3.pt")
+    assert len(out["history"]) == 2  # only epochs 2 and 3 ran in the second call
+    assert any(not torch.equal(first[k], v) for k, v in torch.load(tmp_path / "generator.pt").items())
+
+
+def test_finished_run_is_not_trained_again(tmp_path):
+    _fit(tmp_path, epochs=2)
+    out = _fit(tmp_path, epochs=2)
+    assert out["history"] == []
+
+
+def test_same_seed_same_weights(tmp_path):
+    _fit(tmp_path / "a", epochs=1, seed=3)
+    _fit(tmp_path / "b", epochs=1, seed=3)
+    _fit(tmp_path / "c", epochs=1, seed=4)
+    a, b, c = (torch.load(tmp_path / x / "generator.pt") for x in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_nan_guard_stops_with_message(tmp_path):
+    class Exploding(BCEObjective):
+        def d_loss(self, *args):
+            out = super().d_loss(*args)
+            out["d_loss"] = out["d_loss"] * float("nan")
+            return out
+
+    with pytest.raises(FloatingPointError, match="non-finite loss .*d_loss.*epoch 1"):
+        _fit(tmp_path, epochs=1, recipe=_recipe(objective=Exploding()))
+
+
+def test_ema_generator_is_used_for_sampling(tmp_path):
+    recipe = _recipe()
+    recipe.ema_decay = 0.9
+    out = _fit(tmp_path, epochs=1, recipe=recipe)
+    state = torch.load(tmp_path / "generator.pt")
+    assert "n_averaged" not in state  # the plain generator's keys: loadable into a fresh G
+    DCGANGenerator(latent_dim=8, image_size=16, channels=(16, 8)).load_state_dict(state)
+    assert out["generator"] is not None
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_fit_gans_per_class_or_conditional_then_sample(tmp_path, conditional):
+    recipe = _recipe(conditional=conditional)
+    folders = fit_gans(
+        recipe,
+        _items(),
+        Compose([]),
+        str(tmp_path),
+        class_names=["a", "b"],
+        per_class=not conditional,
+        max_epochs=1,
+        batch_size=4,
+        tensorboard=False,
+        progress=False,
+    )
+    assert set(folders) == ({"conditional"} if conditional else {"a", "b"})
+    gens = load_generators(recipe, str(tmp_path), ["a", "b"])
+    path = generate_synthetic_set(gens, ["a", "b"], 5, str(tmp_path / "syn"), a_min=-100, a_max=100, seed=1)
+    items = read_datalist(path)["training"]
+    assert [it["label"] for it in items] == [0] * 5 + [1] * 5
+    assert all(it["synthetic"] and it["patient"] == "synthetic" for it in items)
+    first = read_image(items[0]["image"])
+    assert first.shape == (1, 16, 16) and first.min() >= -100 and first.max() <= 100
+    again = read_datalist(
+        generate_synthetic_set(gens, ["a", "b"], 5, str(tmp_path / "again"), a_min=-100, a_max=100, seed=1)
+    )["training"]
+    assert (read_image(again[0]["image"]) == first).all(), "same seed, same synthetic set"
+
+
+def test_missing_generator_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no trained generator at .*generator.pt"):
+        load_generators(_recipe(), str(tmp_path), ["a", "b"])
+
+
+def test_per_class_needs_unconditional_objective(tmp_path):
+    with pytest.raises(ValueError, match="per_class=True needs an unconditional"):
+        fit_gans(
+            _recipe(conditional=True),
+            _items(),
+            Compose([]),
+            str(tmp_path),
+            class_names=["a", "b"],
+            per_class=True,
+            max_epochs=1,
+            batch_size=4,
+        )
