@@ -19,6 +19,12 @@ Three ways in, one implementation (``run_audit``):
 
 Outputs in ``out_dir``: ``audit.json`` (``{"synthesis": ..., "privacy": ...}``), ``nearest_pairs.png``,
 ``feature_pca.png``, ``nn_distance_hist.png`` and ``distances.npz`` (the raw nearest-neighbour distances).
+
+Each section holds the headline numbers flat, ``"<metric>": value`` and ``"<metric>_real_baseline": value`` (what
+a report table shows and what averages over folds), ``"details": {"<metric>": {"value", "ci95", "real_baseline",
+"per_seed", ...}}`` with the uncertainty, and ``"setup"`` (sizes, settings, figures); ``privacy`` adds
+``"memorization_suspected"`` and ``"flags"`` (reasons, empty when none). Metric names carry their space:
+``frechet_distance_randcnn``, ``kid_classifier``, ``mia_auc_pixel``, ... (never "FID": not Inception features).
 """
 
 from __future__ import annotations
@@ -51,12 +57,14 @@ from common.privacy.memorization import (
     privacy_flags,
 )
 
-__all__ = ["SynthesisAudit", "audit_files", "load_classifier", "load_image_set", "main", "run_audit"]
+__all__ = ["SynthesisAudit", "audit_datalists", "audit_files", "load_classifier", "load_image_set", "main", "run_audit"]
 
 logger = logging.getLogger(__name__)
 
 #: minimum images per set: PRDC needs k + 1 = 6 per set, and fewer make every number noise
 MIN_IMAGES = 8
+#: below this many images per set the privacy section carries a warning that its flags are weak evidence
+SMALL_SAMPLE = 50
 
 
 # ---------------------------------------------------------------------------------------------------- the audit
@@ -186,11 +194,13 @@ def run_audit(
     feats: dict[str, dict[str, list[np.ndarray]]] = {}
     for space in spaces:
         f_t, f_r, f_s = space.extract(train), space.extract(real), space.extract(syn)
-        # Z-score with T's statistics: distances and kernels then weigh every feature alike (see standardize).
+        # Quality metrics: z-score with T's statistics (the reference), so that every feature weighs alike in the
+        # distances and kernels (see standardize) and S and R, both outside T, are treated the same way.
         z = [standardize(t, r, s) for t, r, s in zip(f_t, f_r, f_s)]
         feats[space.name] = {"train": [a[0] for a in z], "real": [a[1] for a in z], "synthetic": [a[2] for a in z]}
 
     ms_cfg = ms_ssim_config(train.shape[2:])
+    synthesis_details: dict[str, dict] = {}
     synthesis: dict[str, Any] = {
         "setup": {
             "n_train": len(train),
@@ -208,7 +218,7 @@ def run_audit(
     }
     for space in spaces:
         f = feats[space.name]
-        synthesis.update(
+        synthesis_details.update(
             feature_space_quality(
                 f["train"],
                 [a[q_real.numpy()] for a in f["real"]],
@@ -222,7 +232,7 @@ def run_audit(
         )
     div_s = ms_ssim_diversity(syn[q_syn], n_pairs=n_pairs, seed=seed, n_resamples=n_resamples, config=ms_cfg)
     div_r = ms_ssim_diversity(real[q_real], n_pairs=n_pairs, seed=seed, n_resamples=n_resamples, config=ms_cfg)
-    synthesis["ms_ssim_diversity"] = {
+    synthesis_details["ms_ssim_diversity"] = {
         "value": div_s["value"],
         "ci95": div_s["ci95"],
         "real_baseline": div_r["value"],
@@ -236,23 +246,29 @@ def run_audit(
     }
     for space in spaces:
         f = feats[space.name]
-        distances[space.name] = [
-            nearest_train_distances(normalised_vectors(t), normalised_vectors(r), normalised_vectors(s))
-            for t, r, s in zip(f["train"], f["real"], f["synthetic"])
-        ]
+        distances[space.name] = []
+        for t, r, s in zip(f["train"], f["real"], f["synthetic"]):
+            # Privacy: z-score with the statistics of all three sets pooled. With T's statistics alone, training
+            # images would sit closer to the centre than held-out ones (in-sample fit, ~F/N in squared norm), which
+            # in many dimensions alone makes members look closer to everything: a false membership signal.
+            zt, zr, zs = standardize(np.concatenate([t, r, s]), t, r, s)[1:]
+            distances[space.name].append(
+                nearest_train_distances(normalised_vectors(zt), normalised_vectors(zr), normalised_vectors(zs))
+            )
+    privacy_details: dict[str, dict] = {}
     privacy: dict[str, Any] = {
         "setup": {
             "n_train": len(train),
             "n_real_heldout": len(real),
             "n_synthetic": len(syn),
             "spaces": list(distances),
-            "distance": "normalised L2 (RMS difference; features z-scored with train statistics)",
+            "distance": "normalised L2 (RMS difference; features z-scored with the pooled statistics of all sets)",
             "copy_percentile": copy_percentile,
             "fixed_copy_threshold_pixel": fixed_copy_threshold,
         }
     }
     for space_name, dist in distances.items():
-        privacy.update(
+        privacy_details.update(
             memorization_metrics(
                 dist,
                 space_name,
@@ -264,9 +280,19 @@ def run_audit(
         )
     for section in (synthesis, privacy):
         section["setup"].update(setup_info or {})
-    flags = privacy_flags(privacy)
-    privacy["flags"] = flags
+    if min(len(train), len(real), len(syn)) < SMALL_SAMPLE:
+        note = f"fewer than {SMALL_SAMPLE} images in a set: wide CIs, isolated flags are weak evidence"
+        privacy["setup"]["warnings"] = [note]
+        logger.warning("audit: %s", note)
+    flags = privacy_flags(privacy_details)
     privacy["memorization_suspected"] = bool(flags)
+    privacy["flags"] = flags
+    # Headline numbers flat (what report.json's "synthesis"/"privacy" hold and what averages over folds), the full
+    # entries (CIs, per-seed values, thresholds) under "details".
+    synthesis.update(_headline(synthesis_details))
+    synthesis["details"] = synthesis_details
+    privacy.update(_headline(privacy_details))
+    privacy["details"] = privacy_details
 
     result = {"synthesis": synthesis, "privacy": privacy}
     if out_dir is not None:
@@ -275,8 +301,9 @@ def run_audit(
         written = []
         if figures:
             written = _write_figures(out, train, real, syn, feats, distances, seed)
-        synthesis["setup"]["figures"] = [p for p in written if p != "nn_distance_hist.png" and p != "nearest_pairs.png"]
-        privacy["setup"]["figures"] = [p for p in written if p in ("nn_distance_hist.png", "nearest_pairs.png")]
+        privacy_figures = ("nearest_pairs.png", "nn_distance_hist.png")
+        synthesis["setup"]["figures"] = [p for p in written if p not in privacy_figures]
+        privacy["setup"]["figures"] = [p for p in written if p in privacy_figures]
         np.savez_compressed(
             out / "distances.npz",
             **{f"{space}_{key}": dist[0][key] for space, dist in distances.items() for key in dist[0]},
@@ -286,6 +313,16 @@ def run_audit(
     if out_dir is not None:
         (Path(out_dir) / "audit.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return result
+
+
+def _headline(details: dict[str, dict]) -> dict[str, float | None]:
+    """``{metric: value, metric_real_baseline: baseline}`` from the detailed entries (scalars only)."""
+    flat: dict[str, float | None] = {}
+    for key, entry in details.items():
+        flat[key] = entry.get("value")
+        if "real_baseline" in entry:
+            flat[f"{key}_real_baseline"] = entry["real_baseline"]
+    return flat
 
 
 def _json_safe(obj: Any) -> Any:
@@ -576,6 +613,71 @@ def load_classifier(
     return net.to(dev).eval()
 
 
+def _as_items(source: Sequence[dict | str | os.PathLike]) -> list[dict]:
+    return [dict(it) if isinstance(it, dict) else {"image": os.fspath(it)} for it in source]
+
+
+def _subsample_items(items: list[dict], max_images: int | None, seed: int) -> list[dict]:
+    if max_images is None or len(items) <= max_images:
+        return items
+    keep = np.sort(np.random.default_rng(seed).choice(len(items), max_images, replace=False))
+    return [items[i] for i in keep]
+
+
+def audit_datalists(
+    train: Sequence[dict | str | os.PathLike],
+    real: Sequence[dict | str | os.PathLike],
+    synthetic: Sequence[dict | str | os.PathLike],
+    out_dir: str | os.PathLike,
+    transforms: Callable[[dict], dict] | None = None,
+    intensity: str = "auto",
+    image_shape: Sequence[int] | None = None,
+    max_images: int | None = 1000,
+    seed: int = 0,
+    **kwargs: Any,
+) -> dict:
+    """``run_audit`` on three lists of datalist items (``{"image": path, ...}``) or paths, e.g. one fold's sets.
+
+    Args:
+        train / real / synthetic: the generator's training items, held-out real items (e.g. the fold's test split,
+            which the generator never saw) and synthetic items.
+        transforms: optional MONAI dictionary transform (``LoadImaged`` + intensity window to [-1, 1], as the
+            bundles' training pipeline) applied to each item; its ``"image"`` output is used as it is (clipped to
+            [-1, 1]). It must be deterministic (no random augmentation). None: files are read with
+            ``common.data.io.read_image`` and mapped to [-1, 1] by ``intensity`` (see ``_normalise_sets``).
+        image_shape: ``(C, *spatial)`` every image is converted to; default: that of the first synthetic image.
+        max_images: seeded random subset per set, drawn before anything is read.
+        kwargs: passed to ``run_audit`` (``features``, ``classifier``, ``n_resamples``, ``device``, ...).
+    """
+    from common.data.io import read_image
+
+    sets = [_subsample_items(_as_items(x), max_images, seed) for x in (train, real, synthetic)]
+    for name, items in zip(("train", "real", "synthetic"), sets):
+        if not items:
+            raise DataError(f"audit: the {name} set is empty")
+
+    def load(item: dict) -> np.ndarray:
+        if transforms is None:
+            return read_image(item["image"])
+        out = transforms(dict(item))
+        img = out["image"] if isinstance(out, dict) else out
+        return np.asarray(img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else img, dtype=np.float32)
+
+    first = load(sets[2][0])
+    shape = tuple(image_shape) if image_shape is not None else tuple(first.shape)
+    stacked = [
+        np.stack([_resize(_fit_channels(load(it), int(shape[0]), it["image"]), shape[1:]) for it in items])
+        for items in sets
+    ]
+    if transforms is None:
+        normalised, info = _normalise_sets(stacked, intensity)
+    else:
+        normalised, info = [np.clip(a, -1.0, 1.0) for a in stacked], {"intensity": "the given transforms"}
+    tensors = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in normalised]
+    info.update(kwargs.pop("setup_info", None) or {})
+    return run_audit(*tensors, out_dir=out_dir, max_images=max_images, seed=seed, setup_info=info, **kwargs)
+
+
 def audit_files(
     train: str | os.PathLike,
     real: str | os.PathLike,
@@ -587,22 +689,25 @@ def audit_files(
     seed: int = 0,
     **kwargs: Any,
 ) -> dict:
-    """``run_audit`` on three folders / datalists of image files (see ``load_image_set``).
+    """``audit_datalists`` on three folders (searched recursively) or datalist JSONs (``file.json#section``).
 
     Every image is converted to the channels and spatial shape of the first synthetic image (the generator's output
     size) unless ``image_shape`` ``(C, *spatial)`` is given, then mapped to [-1, 1] with ``intensity`` (see
     ``_normalise_sets``; the same mapping for the three sets). Other keyword arguments go to ``run_audit``.
     """
-    from common.data.io import read_image
-
-    syn_paths = _list_source(synthetic, max_images, seed)
-    shape = tuple(image_shape) if image_shape is not None else tuple(read_image(syn_paths[0]).shape)
-    loaded = [load_image_set(src, max_images, seed, shape)[0] for src in (train, real, synthetic)]
-    stacked = [np.stack(a) for a in loaded]
-    normalised, info = _normalise_sets(stacked, intensity)
-    tensors = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in normalised]
-    info["sources"] = {"train": os.fspath(train), "real": os.fspath(real), "synthetic": os.fspath(synthetic)}
-    return run_audit(*tensors, out_dir=out_dir, max_images=max_images, seed=seed, setup_info=info, **kwargs)
+    paths = [_list_source(src, None, seed) for src in (train, real, synthetic)]
+    sources = {"train": os.fspath(train), "real": os.fspath(real), "synthetic": os.fspath(synthetic)}
+    info = dict(kwargs.pop("setup_info", None) or {}, sources=sources)
+    return audit_datalists(
+        *paths,
+        out_dir,
+        intensity=intensity,
+        image_shape=image_shape,
+        max_images=max_images,
+        seed=seed,
+        setup_info=info,
+        **kwargs,
+    )
 
 
 class SynthesisAudit:
@@ -642,8 +747,8 @@ def _summary(result: dict) -> str:
     lines = []
     for section in ("synthesis", "privacy"):
         lines.append(f"[{section}]")
-        for key, entry in result[section].items():
-            if isinstance(entry, dict) and "value" in entry and entry["value"] is not None:
+        for key, entry in result[section]["details"].items():
+            if entry.get("value") is not None:
                 base_txt = ""
                 if isinstance(entry.get("real_baseline"), (int, float)):
                     base_txt = f"   (real baseline {entry['real_baseline']:.4g})"

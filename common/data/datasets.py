@@ -9,11 +9,15 @@ from monai.transforms import Compose
 from torch.utils.data import Dataset, Subset
 
 
-def cached_dataset(items: Sequence[dict], transforms: Compose, num_workers: int = 0) -> Dataset:
+def cached_dataset(
+    items: Sequence[dict], transforms: Compose, keys: Sequence[str] | None = ("image", "label"), num_workers: int = 0
+) -> Dataset:
     """A ``CacheDataset`` over ``items`` in which repeated items (the same dict object, e.g. ``items * 30`` to show
     each real image 30 times per epoch under random augmentation) are loaded and cached once.
 
     The random transforms after the cache still run on every access, so every repeat is augmented differently.
+    Only ``keys`` are kept (None keeps all): items from different sources (real, synthetic, another reader) carry
+    different extra keys, and a batch can only be collated from items with the same keys.
     """
     unique: dict[int, int] = {}
     index = []
@@ -22,5 +26,6 @@ def cached_dataset(items: Sequence[dict], transforms: Compose, num_workers: int 
     first = {}
     for item in items:
         first.setdefault(id(item), item)
-    base = CacheDataset(list(first.values()), transforms, progress=False, num_workers=num_workers)
+    data = [{k: v for k, v in it.items() if keys is None or k in keys} for it in first.values()]
+    base = CacheDataset(data, transforms, progress=False, num_workers=num_workers)
     return base if len(unique) == len(items) else Subset(base, index)

@@ -10,6 +10,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from torch import nn
 
 from common.data.datasets import cached_dataset
 from common.engines.handlers import LossHistory
-from common.engines.memory_format import to_channels_last
+from common.engines.memory_format import plain_tensor, to_channels_last
 from common.errors import DataError
 from common.metrics.classification import classification_metrics
 
@@ -66,8 +67,11 @@ def fit_classifier(
     seed: int = 0,
     num_workers: int = 0,
     val_interval: int = 1,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict:
     """Train on ``train_items``, select the epoch with the best validation balanced accuracy, return it.
+
+    ``augment`` (a batch transform such as ``ClassicAugmentation``) is applied to training batches only.
 
     Writes ``<output_dir>/best_model.pt`` (state dict) and ``train_log.csv``. Returns
     ``{"network": nn.Module (eval, best weights), "model_file": str, "best_metric": float, "best_epoch": int}``.
@@ -82,6 +86,8 @@ def fit_classifier(
     device = torch.device(device)
     set_determinism(seed)
     train_transforms.set_random_state(seed=seed)
+    if hasattr(augment, "set_random_state"):
+        augment.set_random_state(seed)
 
     train_ds = cached_dataset(train_items, train_transforms)
     val_ds = cached_dataset(val_items, eval_transforms)
@@ -126,7 +132,7 @@ def fit_classifier(
         network=network,
         optimizer=optimizer,
         loss_function=loss,
-        prepare_batch=_prepare_classification_batch,
+        prepare_batch=partial(_prepare_classification_batch, augment=augment),
         decollate=False,
         train_handlers=[ValidationHandler(validator=evaluator, interval=val_interval, epoch_level=True)],
     )
@@ -150,9 +156,11 @@ def fit_classifier(
     }
 
 
-def _prepare_classification_batch(batchdata, device=None, non_blocking=False, **kwargs):
-    image = to_channels_last(torch.as_tensor(batchdata["image"]).to(device=device, non_blocking=non_blocking).float())
-    label = torch.as_tensor(batchdata["label"]).to(device=device, non_blocking=non_blocking).long().view(-1)
+def _prepare_classification_batch(batchdata, device=None, non_blocking=False, augment=None, **kwargs):
+    image = to_channels_last(plain_tensor(batchdata["image"]).to(device=device, non_blocking=non_blocking).float())
+    if augment is not None:
+        image = to_channels_last(augment(image))
+    label = plain_tensor(batchdata["label"]).to(device=device, non_blocking=non_blocking).long().view(-1)
     return image, label
 
 
@@ -171,7 +179,7 @@ def predict_probs(
     network.eval()
     probs, labels = [], []
     for batch in loader:
-        logits = network(to_channels_last(torch.as_tensor(batch["image"]).to(device).float()))
+        logits = network(to_channels_last(plain_tensor(batch["image"]).to(device).float()))
         probs.append(torch.softmax(logits.float(), 1).cpu().numpy())
         lab = batch.get("label")
         labels.append(np.asarray(lab).reshape(-1) if lab is not None else -np.ones(len(logits), dtype=int))

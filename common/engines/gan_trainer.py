@@ -17,18 +17,26 @@ from monai.engines import Trainer
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from common.engines.memory_format import to_channels_last
+from common.engines.memory_format import plain_tensor, to_channels_last
 from common.losses.adversarial import GANObjective
 
 
 def prepare_gan_batch(
-    batch: dict, device, non_blocking: bool = False, image_key: str = "image", label_key: str = "label"
+    batch: dict,
+    device,
+    non_blocking: bool = False,
+    image_key: str = "image",
+    label_key: str = "label",
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ):
-    """Return ``(reals, labels_or_None)`` from a MONAI dict batch."""
-    reals = to_channels_last(torch.as_tensor(batch[image_key]).to(device=device, non_blocking=non_blocking).float())
+    """Return ``(reals, labels_or_None)`` from a MONAI dict batch; ``augment`` (a batch transform) is applied to the
+    reals on the device."""
+    reals = to_channels_last(plain_tensor(batch[image_key]).to(device=device, non_blocking=non_blocking).float())
+    if augment is not None:
+        reals = to_channels_last(augment(reals))
     labels = batch.get(label_key)
     if isinstance(labels, torch.Tensor):
-        labels = labels.to(device=device, non_blocking=non_blocking).long().view(-1)
+        labels = plain_tensor(labels).to(device=device, non_blocking=non_blocking).long().view(-1)
     else:
         labels = None
     return reals, labels

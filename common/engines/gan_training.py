@@ -13,6 +13,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from monai.utils import set_determinism
 from torch import nn
 
 from common.data.datasets import cached_dataset
-from common.engines.gan_trainer import GANTrainer
+from common.engines.gan_trainer import GANTrainer, prepare_gan_batch
 from common.engines.handlers import LossHistory, NaNGuard, SampleGridSaver, attach_resume
 from common.engines.memory_format import to_channels_last
 from common.errors import DataError
@@ -87,6 +88,7 @@ def fit_gan(
     sample_interval: int = 1,
     resume: bool = True,
     repeats: int = 1,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
     tensorboard: bool = True,
     progress: bool = True,
     extra_handlers: Sequence | None = None,
@@ -97,8 +99,9 @@ def fit_gan(
     ``samples_epoch_NNNN.png``, ``train_log.csv``, ``tensorboard/``, and at the end ``generator.pt`` (the
     sampling generator's state dict, the EMA one when enabled) and ``training_done.json``.
 
-    ``repeats``: each image appears this many times per epoch, differently augmented (Frid-Adar trained the GANs
-    on the classic-augmented training set).
+    ``augment``: a batch augmentation (e.g. ``common.data.augment.ClassicAugmentation``) applied to every real
+    batch on the device; ``repeats``: each image appears this many times per epoch, so with ``augment`` it is seen
+    in that many variants (Frid-Adar trained the GANs on the classic-augmented training set).
 
     A run whose ``checkpoints/`` exist continues from the newest one (``resume=True``), so a killed run picks up
     where it stopped and a finished one returns at once.
@@ -115,6 +118,8 @@ def fit_gan(
 
     set_determinism(seed)
     transforms.set_random_state(seed=seed)
+    if hasattr(augment, "set_random_state"):
+        augment.set_random_state(seed)
     loader = _loader(items, transforms, min(batch_size, len(items)), num_workers, seed)
 
     generator = to_channels_last(recipe.generator().to(device))
@@ -138,6 +143,7 @@ def fit_gan(
         g_reg_interval=recipe.g_reg_interval,
         ema_decay=recipe.ema_decay,
         amp=recipe.amp,
+        prepare_batch=partial(prepare_gan_batch, augment=augment),
     )
     state = {"generator": generator, "discriminator": discriminator, "g_opt": g_opt, "d_opt": d_opt, "trainer": trainer}
     if trainer.g_ema is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -44,8 +44,9 @@ class ClassificationProtocol:
         output_dir: where splits, per-fold models, synthetic sets and the report go.
         gan_recipe, classifier_recipe: how to build the networks (see ``GANRecipe``, ``ClassifierRecipe``).
         per_class_gan: one unconditional GAN per class (DCGAN) instead of one conditional GAN (ACGAN).
-        eval_transforms: load + intensity window (validation, test, baseline arm).
-        augment_transforms: eval_transforms + classic augmentation (classic arms, and the GAN's training data).
+        transforms: load + intensity window, for every set (training, validation, test, synthetic).
+        augmentation: the classic augmentation as a batch transform (``ClassicAugmentation``), applied to training
+            batches of the arms with ``augment`` and to the GANs' training data.
         arms: names from ``ARMS``.
         n_synthetic_per_class: synthetic images added per class and fold.
         augment_repeats: in arms with classic augmentation and in the GANs' training data, every real image appears
@@ -63,8 +64,8 @@ class ClassificationProtocol:
         *,
         gan_recipe: GANRecipe,
         classifier_recipe: ClassifierRecipe,
-        eval_transforms: Compose,
-        augment_transforms: Compose,
+        transforms: Compose,
+        augmentation: Callable[[torch.Tensor], torch.Tensor],
         per_class_gan: bool = True,
         arms: Sequence[str] = ("baseline", "classic", "classic+synthetic"),
         folds: int = 3,
@@ -98,8 +99,8 @@ class ClassificationProtocol:
         self.output_dir = Path(output_dir)
         self.gan_recipe = gan_recipe
         self.classifier_recipe = classifier_recipe
-        self.eval_transforms = eval_transforms
-        self.augment_transforms = augment_transforms
+        self.transforms = transforms
+        self.augmentation = augmentation
         self.per_class_gan = per_class_gan
         self.arms = list(arms)
         self.k = folds
@@ -138,7 +139,7 @@ class ClassificationProtocol:
         fit_gans(
             self.gan_recipe,
             train,
-            self.augment_transforms,
+            self.transforms,
             str(gan_dir),
             class_names=self.class_names,
             per_class=self.per_class_gan,
@@ -148,6 +149,7 @@ class ClassificationProtocol:
             seed=self.seed + fold,
             num_workers=self.num_workers,
             repeats=self.augment_repeats,
+            augment=self.augmentation,
             progress=self.progress,
             tensorboard=False,
         )
@@ -173,14 +175,13 @@ class ClassificationProtocol:
         spec = ARMS[arm]
         real = list(train) * (self.augment_repeats if spec["augment"] else 1) if spec["real"] else []
         items = real + (list(synthetic) if spec["synthetic"] else [])
-        transforms = self.augment_transforms if spec["augment"] else self.eval_transforms
         logger.info(f"fold {fold}, arm '{arm}': {len(items)} training images ({len(val)} val, {len(test)} test)")
         fit = fit_classifier(
             self.classifier_recipe,
             items,
             val,
-            transforms,
-            self.eval_transforms,
+            self.transforms,
+            self.transforms,
             str(result_file.parent),
             num_classes=len(self.class_names),
             max_epochs=self.classifier_epochs,
@@ -188,9 +189,10 @@ class ClassificationProtocol:
             device=self.device,
             seed=self.seed + fold,
             num_workers=self.num_workers,
+            augment=self.augmentation if spec["augment"] else None,
         )
         metrics = evaluate_classifier(
-            fit["network"], test, self.eval_transforms, self.class_names, device=self.device, num_workers=0
+            fit["network"], test, self.transforms, self.class_names, device=self.device, num_workers=0
         )
         metrics.update(
             {"best_val_balanced_accuracy": fit["best_metric"], "best_epoch": fit["best_epoch"], "n_train": len(items)}
@@ -209,7 +211,7 @@ class ClassificationProtocol:
             logger.warning("common.audit is not available: skipping the synthesis/privacy audit")
             return None
         return audit_datalists(
-            train, test, synthetic, str(self.output_dir / f"fold{fold}" / "audit"), transforms=self.eval_transforms
+            train, test, synthetic, str(self.output_dir / f"fold{fold}" / "audit"), transforms=self.transforms
         )
 
     def run(self) -> dict:

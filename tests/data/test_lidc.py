@@ -45,10 +45,10 @@ def test_mapping_counts_on_the_full_metadata(lidc):
 
 @pytest.fixture
 def lidc_subset(lidc, tmp_path):
-    """A LIDC-shaped folder with 4 nodules per lesion3 class (symlinks, nothing copied)."""
+    """A LIDC-shaped folder with 3 nodules per ``signs`` class (symlinks, nothing copied), plus one absent VOI."""
     rows, picked = _rows(lidc), []
-    for label in range(3):
-        picked += [r for r in rows if LIDC_MAPPINGS["lesion3"].label(r) == label][:4]
+    for label in range(5):
+        picked += [r for r in rows if LIDC_MAPPINGS["signs"].label(r) == label][:3]
     rows_out = [*picked, {**picked[0], "voi_present": "False"}]
     root = tmp_path / "lidc"
     for sub in ("image", "nodule_mask"):
@@ -68,7 +68,7 @@ def test_prepare_rois_on_a_subset(lidc_subset, tmp_path):
     datalist = read_datalist(path)
     items = datalist["training"]
     assert datalist["class_names"] == ["calcified", "subsolid", "solid"]
-    assert datalist["counts"] == {"calcified": 4, "subsolid": 4, "solid": 4}
+    assert datalist["counts"] == {"calcified": 3, "subsolid": 3, "solid": 9}
     assert datalist["skipped"] == {"voi_absent": 1, "image_missing": 0, "unmapped": 0}
     assert [item["patient"] for item in items] == [row["patient_id"] for row in picked]
     assert all(item["patient"].startswith("LIDC-IDRI-") for item in items)

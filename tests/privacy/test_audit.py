@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from common.audit import SynthesisAudit, load_classifier, main, run_audit
+from common.audit import SynthesisAudit, _normalise_sets, load_classifier, load_image_set, main, run_audit
 from common.errors import DataError
 from common.metrics.features import RandomCNNFeatures
 
@@ -48,8 +48,10 @@ def sets():
 def test_copying_generator_is_caught_and_a_fresh_one_is_not(sets):
     train, real, fresh, copies = sets
     small_nets = RandomCNNFeatures(seeds=(0, 1, 2), channels=(4, 8, 16), device="cpu")
-    bad = run_audit(train, real, copies, features=[small_nets], **FAST)["privacy"]
-    good = run_audit(train, real, fresh, features=[small_nets], **FAST)["privacy"]
+    bad_section = run_audit(train, real, copies, features=[small_nets], **FAST)["privacy"]
+    good_section = run_audit(train, real, fresh, features=[small_nets], **FAST)["privacy"]
+    bad, good = bad_section["details"], good_section["details"]
+    assert bad_section["mia_auc_pixel"] == bad["mia_auc_pixel"]["value"]  # headline = detailed value
 
     assert bad["copy_fraction_pixel"]["value"] > 0.5
     assert bad["copy_fraction_fixed_pixel"]["value"] > 0.5
@@ -57,9 +59,9 @@ def test_copying_generator_is_caught_and_a_fresh_one_is_not(sets):
     assert bad["authenticity_pixel"]["value"] < 0.2 < bad["authenticity_pixel"]["real_baseline"]
     assert bad["dcr_median_ratio_pixel"]["value"] < 0.5
     assert bad["mia_auc_randcnn"]["value"] > 0.6 and len(bad["mia_auc_randcnn"]["per_seed"]) == 3
-    assert bad["memorization_suspected"] and any("mia_auc" in f for f in bad["flags"])
+    assert bad_section["memorization_suspected"] and any("mia_auc" in f for f in bad_section["flags"])
 
-    assert not good["memorization_suspected"], good["flags"]
+    assert not good_section["memorization_suspected"], good_section["flags"]
     assert good["copy_fraction_pixel"]["value"] < 0.15
     assert good["copy_fraction_fixed_pixel"]["value"] == 0.0
     assert 0.4 < good["mia_auc_pixel"]["value"] < 0.6
@@ -71,11 +73,13 @@ def test_synthesis_section_reads_against_its_real_baseline(sets):
     train, real, fresh, _ = sets
     blank = torch.full_like(fresh, -0.8) + 0.01 * torch.randn_like(fresh)  # a collapsed, featureless generator
     small_nets = RandomCNNFeatures(seeds=(0, 1), channels=(4, 8, 16), device="cpu")
-    good = run_audit(train, real, fresh, features=[small_nets], **FAST)["synthesis"]
-    bad = run_audit(train, real, blank, features=[small_nets], **FAST)["synthesis"]
+    good_section = run_audit(train, real, fresh, features=[small_nets], **FAST)["synthesis"]
+    bad = run_audit(train, real, blank, features=[small_nets], **FAST)["synthesis"]["details"]
+    good = good_section["details"]
     for key in ("frechet_distance_randcnn", "kid_randcnn", "precision_randcnn", "coverage_randcnn"):
         assert {"value", "real_baseline", "per_seed", "real_baseline_per_seed"} <= set(good[key])
-    assert good["setup"]["n_compared"] == 80
+        assert good_section[f"{key}_real_baseline"] == good[key]["real_baseline"]
+    assert good_section["setup"]["n_compared"] == 80
     assert bad["frechet_distance_randcnn"]["value"] > 3 * bad["frechet_distance_randcnn"]["real_baseline"]
     assert good["frechet_distance_randcnn"]["value"] < 2 * good["frechet_distance_randcnn"]["real_baseline"]
     assert bad["coverage_randcnn"]["value"] < 0.2 < good["coverage_randcnn"]["value"]
@@ -166,7 +170,7 @@ def test_classifier_feature_space_from_a_checkpoint(tmp_path, sets):
 
     result = run_audit(train[:30], real[:30], fresh[:30], features="classifier", classifier=loaded, **FAST)
     assert "frechet_distance_classifier" in result["synthesis"] and "mia_auc_classifier" in result["privacy"]
-    assert "per_seed" not in result["synthesis"]["frechet_distance_classifier"]  # one replicate only
+    assert "per_seed" not in result["synthesis"]["details"]["frechet_distance_classifier"]  # one replicate only
 
     # The same from the command line: a bundle-style config file holding "network_def", no figures, no bootstrap.
     (tmp_path / "net.json").write_text(json.dumps({"network_def": definition}))
@@ -179,5 +183,56 @@ def test_classifier_feature_space_from_a_checkpoint(tmp_path, sets):
         + ["--classifier_def", str(tmp_path / "net.json"), "--no_figures", "--n_resamples", "0"]
     )
     assert cli["synthesis"]["setup"]["feature_spaces"] == ["classifier"]
-    assert cli["privacy"]["mia_auc_classifier"]["ci95"] == [None, None]
+    assert cli["privacy"]["details"]["mia_auc_classifier"]["ci95"] == [None, None]
     assert not (tmp_path / "cli" / "nearest_pairs.png").exists()
+
+
+def test_loading_converts_channels_and_size_and_reads_datalist_sections(tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / "rgb").mkdir()
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (20, 24, 3)).astype(np.uint8)).save(tmp_path / "rgb" / f"{i}.png")
+    arrays, paths = load_image_set(tmp_path / "rgb", shape=(1, 12, 10))
+    assert len(paths) == 3 and all(a.shape == (1, 12, 10) for a in arrays)
+    assert len(load_image_set(tmp_path / "rgb", max_images=2)[0]) == 2
+    items = [{"image": f"rgb/{i}.png"} for i in range(3)]
+    (tmp_path / "dl.json").write_text(json.dumps({"training": items[:1], "validation": items[1:]}))
+    assert len(load_image_set(f"{tmp_path / 'dl.json'}#validation")[1]) == 2
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no image files"):
+        load_image_set(tmp_path / "empty")
+    with pytest.raises(DataError, match="neither a folder nor a datalist"):
+        load_image_set(tmp_path / "missing")
+
+
+def test_intensity_mapping_is_shared_by_the_three_sets():
+    eight_bit = [np.array([[0.0, 255.0]]), np.array([[127.5 + 0.5]])]
+    out, info = _normalise_sets(eight_bit, "auto")
+    assert info["intensity"].startswith("uint8") and out[0].tolist() == [[-1.0, 1.0]]
+    hu = [np.linspace(-1000, 1000, 1001), np.array([0.0, 5000.0])]  # CT-like: train percentiles, then clipped
+    out, info = _normalise_sets(hu, "auto")
+    assert info["intensity"].startswith("train percentiles")
+    assert out[1][0] == pytest.approx(0.0, abs=1e-9) and out[1][1] == 1.0
+
+
+def test_audit_datalists_with_monai_transforms_as_the_protocol_calls_it(tmp_path, sets):
+    from monai.transforms import Compose, LoadImaged, ScaleIntensityRanged
+
+    from common.audit import audit_datalists
+
+    train, real, fresh, _ = sets
+    for name, images in (("t", train[:20]), ("r", real[:20]), ("s", fresh[:20])):
+        _write_pngs(tmp_path / name, images)
+    items = {n: [{"image": str(p), "label": 0} for p in sorted((tmp_path / n).glob("*.png"))] for n in "trs"}
+    transforms = Compose(
+        [
+            LoadImaged(keys="image", ensure_channel_first=True, image_only=True),
+            ScaleIntensityRanged(keys="image", a_min=0, a_max=255, b_min=-1.0, b_max=1.0, clip=True),
+        ]
+    )
+    result = audit_datalists(
+        items["t"], items["r"], items["s"], tmp_path / "out", transforms=transforms, features=[], figures=False, **FAST
+    )
+    assert result["synthesis"]["setup"]["intensity"] == "the given transforms"
+    assert result["privacy"]["setup"]["n_train"] == 20 and (tmp_path / "out" / "audit.json").is_file()
+    assert not result["privacy"]["memorization_suspected"]

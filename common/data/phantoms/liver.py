@@ -252,10 +252,11 @@ class LiverLesionPhantom(Phantom):
         if rng.random() < 0.15:  # hypovascular metastasis: faint rim, a plain hypodense lesion
             rim_gain, variant = rng.uniform(5.0, 15.0), "faint_rim"
         rim = liver + enh * rim_gain
-        width = rng.uniform(0.18, 0.38)
+        # Rim band as a fraction of the radius; at least ~1.6 px so that small lesions still show a rim.
+        width = min(0.6, max(rng.uniform(0.22, 0.4), 1.6 / radius_64))
         # Rim weight rises over the inner 40 % of the rim band and stays up to the margin.
         rim_w = _smoothstep((rho - (1.0 - width)) / (0.4 * width))
-        if rng.random() < 0.3:  # incomplete rim: enhancement missing over part of the circumference
+        if rng.random() < 0.2:  # incomplete rim: enhancement missing over part of the circumference
             gap_centre, gap_half = rng.uniform(0, 2 * math.pi), rng.uniform(0.4, 1.2)
             dist = np.abs(np.angle(np.exp(1j * (theta - gap_centre))))
             rim_w = rim_w * _smoothstep((dist - gap_half) / 0.4)
@@ -287,13 +288,13 @@ class LiverLesionPhantom(Phantom):
             variant, n_nod, ring = "centripetal", int(rng.integers(5, 10)), (0.45, 0.8)
             centre = centre + rng.uniform(0.15, 0.35) * (nodule_hu - centre)
         else:
-            variant, n_nod, ring = "peripheral_nodular", int(rng.integers(3, 8)), (0.7, 0.92)
+            variant, n_nod, ring = "peripheral_nodular", int(rng.integers(4, 9)), (0.7, 0.92)
         lesion = np.full_like(rho, centre)
         weight = np.zeros_like(rho)
         for _ in range(n_nod):
             phi = rng.uniform(0, 2 * math.pi)
             pos = rng.uniform(*ring) * radius
-            size = max(1.4 * s, rng.uniform(0.12, 0.25) * radius)
+            size = max(1.6 * s, rng.uniform(0.14, 0.28) * radius)
             du = u - pos * math.cos(phi)
             dv = v - pos * math.sin(phi)
             weight = np.maximum(weight, np.exp(-(du * du + dv * dv) / (2.0 * size * size)))
