@@ -1,10 +1,15 @@
-"""Helpers that bundle configs call at parse time (locating the bundle, resolving paths)."""
+"""Helpers that bundle configs call at parse time (locating the bundle), and clean error messages for bundle runs."""
 
 from __future__ import annotations
 
 import re
 import sys
 from pathlib import Path
+
+from common.errors import install_excepthook
+
+# bundle configs import this module: a bad dataset_dir then ends a bundle run with one clear line
+install_excepthook()
 
 
 def find_bundle_root(name: str) -> str:

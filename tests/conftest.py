@@ -7,6 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+# One thread per test process: the suite runs as 2 pytest-xdist workers on 2 cores, and two processes with 2
+# OpenMP threads each made small ops ~10x slower than 1 thread each (measured). Subprocesses inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:

@@ -210,16 +210,19 @@ class LiverLesionPhantom(Phantom):
         theta = np.arctan2(v, u)
         boundary = radius * (1.0 + sum(a * np.cos(k * theta + p) for k, a, p in lobes))
         rho = r / np.maximum(boundary, 1e-3)
-        # Soft inside-mask: the transition width (in px) is the margin sharpness of the class.
-        inside = 1.0 / (1.0 + np.exp(-(1.0 - rho) * radius / (margin_px * s)))
 
+        outer = 1.0  # where the soft margin is centred, in rho units
         if label == 0:
-            lesion, variant = self._cyst(rng), "cyst"
-            lesion = np.full_like(image, lesion)
+            lesion, variant = np.full_like(image, self._cyst(rng)), "cyst"
         elif label == 1:
-            lesion, variant = self._metastasis(rng, rho, theta, radius / s, liver, enh)
+            lesion, variant, rim_width = self._metastasis(rng, rho, theta, radius / s, liver, enh)
+            # The enhancing rim is the lesion's periphery: centre the soft margin beyond it, or the margin's
+            # transition would wash the rim out.
+            outer = 1.0 + 0.5 * rim_width
         else:
             lesion, variant = self._hemangioma(rng, rho, theta, u, v, radius, liver, enh, s)
+        # Soft inside-mask: the transition width (in px) is the margin sharpness of the class.
+        inside = 1.0 / (1.0 + np.exp(-(outer - rho) * radius / (margin_px * s)))
         image = image * (1.0 - inside) + lesion * inside
 
         # Partial volume: the lesion and everything else is seen through the slice profile and the in-plane PSF.
@@ -245,7 +248,7 @@ class LiverLesionPhantom(Phantom):
     @staticmethod
     def _metastasis(
         rng: np.random.Generator, rho: np.ndarray, theta: np.ndarray, radius_64: float, liver: float, enh: float
-    ) -> tuple[np.ndarray, str]:
+    ) -> tuple[np.ndarray, str, float]:
         core = rng.uniform(25.0, 45.0)
         variant = "rim"
         rim_gain = rng.uniform(20.0, 50.0)
@@ -266,7 +269,7 @@ class LiverLesionPhantom(Phantom):
             necrotic = rng.uniform(5.0, 20.0)
             lesion = lesion + (necrotic - lesion) * (1.0 - _smoothstep((rho - rng.uniform(0.2, 0.45)) / 0.15))
             variant += "_necrotic"
-        return lesion, variant
+        return lesion, variant, width
 
     @staticmethod
     def _hemangioma(

@@ -1,0 +1,197 @@
+"""liver_lesion_gan end to end, through the bundle's own configs (smoke.json keeps it to seconds on CPU):
+training + inference + the paper's protocol, resume after a kill, bad input, determinism, real CT."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from monai.bundle import ConfigWorkflow
+
+from common.data.datalist import read_datalist
+from common.data.io import read_image, write_image
+from common.errors import DataError, find_data_error
+
+REPO = Path(__file__).resolve().parents[2]
+BUNDLE = REPO / "bundles" / "liver_lesion_gan"
+CONFIGS = BUNDLE / "configs"
+
+
+def _configs(*names: str) -> list[str]:
+    return [str(CONFIGS / f"{n}.json") for n in names]
+
+
+def _workflow(names, output_dir, **overrides) -> ConfigWorkflow:
+    wf = ConfigWorkflow(
+        config_file=_configs(*names),
+        meta_file=str(CONFIGS / "metadata.json"),
+        logging_file=False,
+        output_dir=str(output_dir),
+        bundle_root=str(BUNDLE),
+        **overrides,
+    )
+    wf.initialize()
+    return wf
+
+
+def _cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", *args], cwd=REPO, capture_output=True, text=True, **kwargs
+    )
+
+
+@pytest.mark.slow
+def test_train_then_inference_through_the_cli(tmp_path):
+    """The README's commands: `run training` then `run` of inference.json (with the same size overrides)."""
+    train = _cli(
+        ["training", "--config_file", str(_configs("train", "quick", "smoke")), "--output_dir", str(tmp_path)]
+    )
+    assert train.returncode == 0, train.stderr[-3000:]
+    for name in ("cyst", "metastasis", "hemangioma"):
+        folder = tmp_path / "gan" / name
+        assert (folder / "generator.pt").is_file() and list((folder / "checkpoints").glob("*.pt"))
+        assert (folder / "samples_epoch_0001.png").is_file() and (folder / "train_log.csv").is_file()
+    infer = _cli(
+        [
+            "--config_file", str(_configs("inference", "quick", "smoke")),
+            "--output_dir", str(tmp_path), "--n_synthetic_per_class", "5",
+        ]
+    )
+    assert infer.returncode == 0, infer.stderr[-3000:]
+    items = read_datalist(tmp_path / "synthetic" / "datalist.json")["training"]
+    assert [it["label"] for it in items] == [0] * 5 + [1] * 5 + [2] * 5
+    roi = read_image(items[0]["image"])
+    assert roi.shape == (1, 32, 32) and -160 <= roi.min() and roi.max() <= 240  # back in HU, inside the window
+
+
+@pytest.mark.slow
+def test_protocol_report_has_arms_with_uncertainty_and_paper_numbers(tmp_path):
+    wf = _workflow(["train", "evaluate", "quick", "smoke"], tmp_path)
+    wf.run()
+    report = json.loads((tmp_path / "evaluation" / "report.json").read_text())
+    assert report["folds"] == 3 and report["dataset"] == "phantom"
+    assert set(report["arms"]) == {"baseline", "classic", "classic+synthetic"}
+    for arm in report["arms"].values():
+        assert len(arm["per_fold"]) == 3
+        for metric in ("accuracy", "sensitivity", "specificity"):
+            s = arm["metrics"][metric]
+            assert 0 <= s["mean"] <= 1 and s["std"] >= 0 and s["ci95"][0] <= s["mean"] <= s["ci95"][1]
+    assert report["paper_reference"]["classic+synthetic"] == {"sensitivity": 0.857, "specificity": 0.924}
+    assert "classic+synthetic vs classic" in report["comparisons"]
+    assert report["synthesis"]["per_fold"] and report["privacy"]["per_fold"], "the audit ran in every fold"
+    out = tmp_path / "evaluation"
+    assert (out / "report.md").is_file() and (out / "report_arms.png").is_file() and (out / "splits.json").is_file()
+    splits = json.loads((out / "splits.json").read_text())["folds"]
+    for fold, split in enumerate(splits):  # the GANs never saw a test patient
+        gan_items = set(split["train"])
+        assert not gan_items & set(split["test"])
+        assert (out / f"fold{fold}" / "synthetic" / "datalist.json").is_file()
+
+
+@pytest.mark.slow
+def test_same_seed_same_numbers(tmp_path):
+    reports = []
+    for run in ("a", "b"):
+        wf = _workflow(["train", "evaluate", "quick", "smoke"], tmp_path / run, run_audit=False)
+        reports.append(wf.run()[-1])
+    for arm in reports[0]["arms"]:
+        assert reports[0]["arms"][arm]["per_fold"] == reports[1]["arms"][arm]["per_fold"]
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_from_last_checkpoint(tmp_path):
+    args = [
+        "training", "--config_file", str(_configs("train", "quick", "smoke")), "--output_dir", str(tmp_path),
+        "--max_epochs", "400", "--checkpoint_interval", "1",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "monai.bundle", "run", *args], cwd=REPO,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    ckpts = tmp_path / "gan" / "cyst" / "checkpoints"
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(ckpts.glob("*epoch=*.pt"))) < 2:
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)  # mid-run, as a crash or a pre-empted job would
+    proc.wait()
+    epochs_before = sorted(int(p.stem.split("=")[-1]) for p in ckpts.glob("*epoch=*.pt"))
+    assert epochs_before, "no checkpoint was written before the kill"
+    last = epochs_before[-1]
+    target = last + 2
+    args[args.index("400")] = str(target)
+    again = _cli(args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"checkpoint_epoch={last}.pt" in again.stdout + again.stderr, "it says where it resumed from"
+    log = (tmp_path / "gan" / "cyst" / "train_log.csv").read_text().splitlines()[1:]
+    epochs = [int(line.split(",")[0]) for line in log]
+    assert epochs[-2:] == [last + 1, last + 2] and max(epochs) == target, "continued, did not start over"
+
+
+def _fail(tmp_path, dataset_dir) -> DataError:
+    with pytest.raises(Exception) as info:
+        _workflow(["train", "quick", "smoke"], tmp_path / "out", dataset_dir=str(dataset_dir)).run()
+    err = find_data_error(info.value)
+    assert err is not None, f"not a DataError: {info.value!r}"
+    return err
+
+
+def _folder_set(root: Path, counts=(3, 3, 3), size=32) -> Path:
+    for name, n in zip(("cyst", "metastasis", "hemangioma"), counts):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            write_image(root / name / f"{name}{i}.nii.gz", np.full((1, size, size), 40.0 + i, np.float32))
+    return root
+
+
+def test_bad_input_messages_name_the_file_or_key(tmp_path):
+    missing = tmp_path / "nowhere"
+    assert "dataset_dir" in str(_fail(tmp_path, missing)) and str(missing) in str(_fail(tmp_path, missing))
+
+    empty = _folder_set(tmp_path / "empty", counts=(3, 0, 3))
+    assert "metastasis" in str(_fail(tmp_path, empty))
+
+    corrupt = _folder_set(tmp_path / "corrupt")
+    bad = corrupt / "cyst" / "cyst1.nii.gz"
+    bad.write_bytes(bad.read_bytes()[:40])
+    assert "cyst1.nii.gz" in str(_fail(tmp_path, corrupt))
+
+    wrong = _folder_set(tmp_path / "wrong")
+    write_image(wrong / "hemangioma" / "big.nii.gz", np.zeros((1, 48, 48), np.float32))
+    msg = str(_fail(tmp_path, wrong))
+    assert "big.nii.gz" in msg and "48" in msg
+
+    nan = _folder_set(tmp_path / "nan")
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.full((32, 32), np.nan, np.float32), np.eye(4)), str(nan / "cyst" / "nan.nii.gz"))
+    assert "nan.nii.gz" in str(_fail(tmp_path, nan))
+
+
+@pytest.mark.slow
+def test_cli_bad_input_is_one_line(tmp_path):
+    res = _cli(
+        ["training", "--config_file", str(_configs("train", "quick", "smoke")), "--output_dir", str(tmp_path),
+         "--dataset_dir", str(tmp_path / "nowhere")]
+    )
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr
+    assert f"synthaug: error: dataset_dir '{tmp_path / 'nowhere'}' does not exist" in res.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_protocol_on_lidc_vois(tmp_path, shared_data):
+    lidc = shared_data("lidc_vois")
+    wf = _workflow(
+        ["train", "evaluate", "quick", "smoke", "lidc_vois"], tmp_path, dataset_dir=str(lidc), run_audit=False,
+    )
+    report = wf.run()[-1]
+    assert report["dataset"] == "lidc_vois" and report["class_names"] == ["calcified", "subsolid", "solid"]
+    assert report["n_images"] > 700
