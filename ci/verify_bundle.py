@@ -60,14 +60,16 @@ Checks, by the name they print:
   --max_epochs 1`` (plus ``--meta_file``, ``--logging_file``, ``--bundle_root``; ``smoke_max_epochs`` WARNs when
   the merged training config has no top-level ``max_epochs`` for that override to set), ``smoke_checkpoint`` wants a
   ``*.pt``/``*.pth`` under OUT, ``smoke_inference`` runs ``python -m monai.bundle run --config_file
-  "['<b>/configs/inference.json'(,'<b>/configs/smoke_inference.json')]" --output_dir OUT`` (and
+  "['<b>/configs/inference.json','<b>/configs/quick.json'(,'<b>/configs/smoke.json')(,'<b>/configs/smoke_inference.json')]"
+  --output_dir OUT`` (the training's size overrides, so that the networks match the trained weights; and
   ``--ckpt_path <newest checkpoint>`` when inference.json has a top-level ``ckpt_path``), and
   ``smoke_outputs`` wants new data files plus a datalist JSON (a list of dicts, or a dict of such lists) whose
   entries name files that exist. Each run is a subprocess from the repository root with ``--timeout`` seconds.
 
 Per-bundle smoke conventions: ``configs/smoke.json`` (optional) is added after quick.json for the smoke training
-(shrink the phantom data set to a few images, batch size 2 ...); ``configs/smoke_inference.json`` (optional) is
-added after inference.json (e.g. generate 4 samples). Both are ordinary override files, so they must parse.
+(shrink the phantom data set to a few images, batch size 2 ...) and after quick.json for the smoke inference;
+``configs/smoke_inference.json`` (optional) is added last for the inference (e.g. generate 4 samples).
+Both are ordinary override files, so they must parse.
 """
 
 from __future__ import annotations
@@ -913,7 +915,13 @@ def check_smoke(b: Bundle, r: Report, meta: dict | None, workdir: Path, timeout:
     else:
         r.fail("smoke_checkpoint", f"no *.pt checkpoint under {out}")
 
-    infer_files = [b.config("inference.json"), *b.optional("smoke_inference.json")]
+    # the same size overrides as the training run, or the networks would not match the trained weights
+    infer_files = [
+        b.config("inference.json"),
+        b.config("quick.json"),
+        *b.optional("smoke.json"),
+        *b.optional("smoke_inference.json"),
+    ]
     infer_cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", _config_list_arg(infer_files), *common]
     try:
         has_ckpt_key = "ckpt_path" in load_config(infer_files, b.meta_file)

@@ -33,7 +33,9 @@ def shared_data():
     def get(name: str) -> Path:
         root = real_data_root()
         if root is None or not (root / name).is_dir():
-            pytest.skip(f"real data set '{name}' not found (set SYNTHAUG_REAL_DATA or put ../shared/data beside the repo)")
+            pytest.skip(
+                f"real data set '{name}' not found (set SYNTHAUG_REAL_DATA or put ../shared/data beside the repo)"
+            )
         return root / name
 
     return get

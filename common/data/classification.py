@@ -155,6 +155,7 @@ def load_classification_dataset(
     class_names: Sequence[str] | None = None,
     min_per_class: int = 1,
     lidc_roi_size: int = 64,
+    image_shape: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Find and read a labelled classification data set; see the module docstring for the layouts.
 
@@ -169,6 +170,8 @@ def load_classification_dataset(
             among them (an unknown one is an error naming the row/folder) and a datalist must declare the same list.
         min_per_class: fewer images than this in any class is an error.
         lidc_roi_size: side of the 2-D ROIs made from LIDC VOIs.
+        image_shape: when given, every image is read once (:func:`validate_images`): a corrupt file, a NaN or a
+            spatial shape other than this stops here with the file's name, before any training starts.
 
     Returns:
         ``{"items": [{image_key: absolute path, "label": int, "patient": str, ...}], "class_names": [...],
@@ -215,6 +218,8 @@ def load_classification_dataset(
     if class_names is not None and list(names) != [str(c) for c in class_names]:
         raise DataError(f"dataset_dir '{path}': its classes {list(names)} differ from class_names {list(class_names)}")
     _check_counts(items, names, min_per_class, f"dataset_dir '{path}'")
+    if image_shape is not None:
+        validate_images(items, expected_shape=image_shape, key=image_key)
     return {
         "items": items,
         "class_names": list(names),

@@ -27,7 +27,7 @@ from torch import nn
 
 from common.data.datasets import cached_dataset
 from common.engines.gan_trainer import GANTrainer, prepare_gan_batch
-from common.engines.handlers import LossHistory, NaNGuard, SampleGridSaver, attach_resume
+from common.engines.handlers import FinalCheckpoint, LossHistory, NaNGuard, SampleGridSaver, attach_resume
 from common.engines.memory_format import to_channels_last
 from common.errors import DataError
 from common.losses.adversarial import GANObjective
@@ -159,9 +159,9 @@ def fit_gan(
         TensorBoardStatsHandler(
             log_dir=str(out / "tensorboard"), iteration_log=True, epoch_log=True, output_transform=lambda x: x
         ).attach(trainer)
-    CheckpointSaver(
-        save_dir=str(ckpt_dir), save_dict=state, file_prefix="checkpoint", save_interval=checkpoint_interval, n_saved=2
-    ).attach(trainer)
+    saver = CheckpointSaver(save_dir=str(ckpt_dir), save_dict=state, save_interval=checkpoint_interval, n_saved=2)
+    saver.attach(trainer)
+    FinalCheckpoint(str(ckpt_dir), state).attach(trainer)
     SampleGridSaver(str(out), interval=sample_interval).attach(trainer)
     if progress:
         ProgressBar(persist=False).attach(trainer, output_transform=lambda o: {"g": o["g_loss"], "d": o["d_loss"]})

@@ -117,6 +117,30 @@ class LossHistory:
             writer.writerow(row)
 
 
+class FinalCheckpoint:
+    """Save ``checkpoint_epoch=<last epoch>.pt`` when training *completes*, in the same format as MONAI's
+    ``CheckpointSaver`` (a dict of state dicts), so that the resume point of a finished run is its last epoch even
+    when the save interval does not divide ``max_epochs``. Unlike ``CheckpointSaver(save_final=True)`` it saves
+    nothing when training stops on an exception: a diverged model must not become the resume point."""
+
+    def __init__(self, save_dir: str, save_dict: dict, prefix: str = "checkpoint"):
+        self.save_dir = Path(save_dir)
+        self.save_dict = save_dict
+        self.prefix = prefix
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        path = self.save_dir / f"{self.prefix}_epoch={engine.state.epoch}.pt"
+        if path.is_file():
+            return
+        self.save_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        torch.save({k: v.state_dict() for k, v in self.save_dict.items()}, tmp)
+        os.replace(tmp, path)
+
+
 def latest_checkpoint(checkpoint_dir: str, prefix: str = "checkpoint") -> str | None:
     """The newest ``<prefix>_*.pt`` in ``checkpoint_dir`` by the epoch/iteration number in its name, else None."""
     files = glob.glob(os.path.join(checkpoint_dir, f"{prefix}_*.pt"))

@@ -49,6 +49,7 @@ class ClassificationProtocol:
             batches of the arms with ``augment`` and to the GANs' training data.
         arms: names from ``ARMS``.
         n_synthetic_per_class: synthetic images added per class and fold.
+        checkpoint_interval, sample_interval: epochs between GAN checkpoints / sample grids (as in ``fit_gan``).
         augment_repeats: in arms with classic augmentation and in the GANs' training data, every real image appears
             this many times per epoch, each time differently augmented: the online form of Frid-Adar's offline set
             of augmented copies (the paper's GANs were trained on the classic-augmented set as well).
@@ -77,6 +78,8 @@ class ClassificationProtocol:
         classifier_batch_size: int = 64,
         n_synthetic_per_class: int = 3000,
         augment_repeats: int = 1,
+        checkpoint_interval: int = 1,
+        sample_interval: int = 1,
         a_min: float = -1.0,
         a_max: float = 1.0,
         synthetic_format: str = "nii.gz",
@@ -112,6 +115,7 @@ class ClassificationProtocol:
         self.classifier_batch_size = classifier_batch_size
         self.n_synthetic = n_synthetic_per_class
         self.augment_repeats = max(1, int(augment_repeats))
+        self.checkpoint_interval, self.sample_interval = checkpoint_interval, sample_interval
         self.a_min, self.a_max = a_min, a_max
         self.synthetic_format = synthetic_format
         self.comparisons = [tuple(c) for c in comparisons]
@@ -150,6 +154,8 @@ class ClassificationProtocol:
             num_workers=self.num_workers,
             repeats=self.augment_repeats,
             augment=self.augmentation,
+            checkpoint_interval=self.checkpoint_interval,
+            sample_interval=self.sample_interval,
             progress=self.progress,
             tensorboard=False,
         )
@@ -205,10 +211,13 @@ class ClassificationProtocol:
     def _audit(self, fold: int, train: list[dict], test: list[dict], synthetic: list[dict]) -> dict | None:
         if not self.audit or not synthetic:
             return None
-        try:
-            from common.audit import audit_datalists
-        except ImportError:  # the audit module is optional for the protocol
-            logger.warning("common.audit is not available: skipping the synthesis/privacy audit")
+        from common.audit import MIN_IMAGES, audit_datalists
+
+        smallest = min(len(train), len(test), len(synthetic))
+        if smallest < MIN_IMAGES:
+            note = f"fold {fold}: synthesis/privacy audit skipped, a set has {smallest} < {MIN_IMAGES} images"
+            logger.warning(note)
+            self.notes.append(note)
             return None
         return audit_datalists(
             train, test, synthetic, str(self.output_dir / f"fold{fold}" / "audit"), transforms=self.transforms

@@ -50,9 +50,7 @@ def _cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_train_then_inference_through_the_cli(tmp_path):
     """The README's commands: `run training` then `run` of inference.json (with the same size overrides)."""
-    train = _cli(
-        ["training", "--config_file", str(_configs("train", "quick", "smoke")), "--output_dir", str(tmp_path)]
-    )
+    train = _cli(["training", "--config_file", str(_configs("train", "quick", "smoke")), "--output_dir", str(tmp_path)])
     assert train.returncode == 0, train.stderr[-3000:]
     for name in ("cyst", "metastasis", "hemangioma"):
         folder = tmp_path / "gan" / name
@@ -60,8 +58,12 @@ def test_train_then_inference_through_the_cli(tmp_path):
         assert (folder / "samples_epoch_0001.png").is_file() and (folder / "train_log.csv").is_file()
     infer = _cli(
         [
-            "--config_file", str(_configs("inference", "quick", "smoke")),
-            "--output_dir", str(tmp_path), "--n_synthetic_per_class", "5",
+            "--config_file",
+            str(_configs("inference", "quick", "smoke")),
+            "--output_dir",
+            str(tmp_path),
+            "--n_synthetic_per_class",
+            "5",
         ]
     )
     assert infer.returncode == 0, infer.stderr[-3000:]
@@ -108,12 +110,22 @@ def test_same_seed_same_numbers(tmp_path):
 @pytest.mark.slow
 def test_killed_training_resumes_from_last_checkpoint(tmp_path):
     args = [
-        "training", "--config_file", str(_configs("train", "quick", "smoke")), "--output_dir", str(tmp_path),
-        "--max_epochs", "400", "--checkpoint_interval", "1",
+        "training",
+        "--config_file",
+        str(_configs("train", "quick", "smoke")),
+        "--output_dir",
+        str(tmp_path),
+        "--max_epochs",
+        "400",
+        "--checkpoint_interval",
+        "1",
     ]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "monai.bundle", "run", *args], cwd=REPO,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [sys.executable, "-m", "monai.bundle", "run", *args],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     ckpts = tmp_path / "gan" / "cyst" / "checkpoints"
     deadline = time.time() + 240
@@ -177,8 +189,15 @@ def test_bad_input_messages_name_the_file_or_key(tmp_path):
 @pytest.mark.slow
 def test_cli_bad_input_is_one_line(tmp_path):
     res = _cli(
-        ["training", "--config_file", str(_configs("train", "quick", "smoke")), "--output_dir", str(tmp_path),
-         "--dataset_dir", str(tmp_path / "nowhere")]
+        [
+            "training",
+            "--config_file",
+            str(_configs("train", "quick", "smoke")),
+            "--output_dir",
+            str(tmp_path),
+            "--dataset_dir",
+            str(tmp_path / "nowhere"),
+        ]
     )
     assert res.returncode != 0
     assert "Traceback" not in res.stderr
@@ -190,7 +209,10 @@ def test_cli_bad_input_is_one_line(tmp_path):
 def test_protocol_on_lidc_vois(tmp_path, shared_data):
     lidc = shared_data("lidc_vois")
     wf = _workflow(
-        ["train", "evaluate", "quick", "smoke", "lidc_vois"], tmp_path, dataset_dir=str(lidc), run_audit=False,
+        ["train", "evaluate", "quick", "smoke", "lidc_vois"],
+        tmp_path,
+        dataset_dir=str(lidc),
+        run_audit=False,
     )
     report = wf.run()[-1]
     assert report["dataset"] == "lidc_vois" and report["class_names"] == ["calcified", "subsolid", "solid"]

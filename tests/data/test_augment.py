@@ -25,7 +25,10 @@ def test_flips_are_exact():
     seen = set()
     for i in range(len(x)):
         for name, candidate in {
-            "none": x[i], "h": x[i].flip(-1), "v": x[i].flip(-2), "hv": x[i].flip(-1).flip(-2)
+            "none": x[i],
+            "h": x[i].flip(-1),
+            "v": x[i].flip(-2),
+            "hv": x[i].flip(-1).flip(-2),
         }.items():
             if torch.allclose(out[i], candidate, atol=1e-5):
                 seen.add(name)

@@ -33,7 +33,8 @@ def test_ensure_writes_a_complete_set(tmp_path):
 
 
 def test_patients_group_one_to_three_lesions(tmp_path):
-    items = read_datalist(LiverLesionPhantom(n_per_class=(20, 20, 20), image_size=32).ensure(tmp_path / "p"))["training"]
+    phantom = LiverLesionPhantom(n_per_class=(20, 20, 20), image_size=32)
+    items = read_datalist(phantom.ensure(tmp_path / "p"))["training"]
     per_patient: dict[str, list[int]] = {}
     for item in items:
         per_patient.setdefault(item["patient"], []).append(item["label"])

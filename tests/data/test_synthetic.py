@@ -17,7 +17,12 @@ from common.errors import DataError
 def test_nifti_round_trip_in_hu(tmp_path):
     images = torch.rand(4, 1, 8, 8) * 2 - 1
     path = write_synthetic_set(
-        images, torch.tensor([0, 1, 2, 1]), tmp_path, class_names=["a", "b", "c"], a_min=-100, a_max=250,
+        images,
+        torch.tensor([0, 1, 2, 1]),
+        tmp_path,
+        class_names=["a", "b", "c"],
+        a_min=-100,
+        a_max=250,
         source="gen.pt",
     )
     datalist = read_datalist(path)

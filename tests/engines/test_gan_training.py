@@ -71,6 +71,13 @@ def test_resume_continues_from_last_checkpoint(tmp_path):
     assert any(not torch.equal(first[k], v) for k, v in torch.load(tmp_path / "generator.pt").items())
 
 
+def test_last_epoch_is_checkpointed_even_off_the_interval(tmp_path):
+    _fit(tmp_path, epochs=3, checkpoint_interval=2)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").glob("*.pt"))
+    assert names == ["checkpoint_epoch=2.pt", "checkpoint_epoch=3.pt"]
+    assert _fit(tmp_path, epochs=3, checkpoint_interval=2)["history"] == [], "resumes at epoch 3: nothing to redo"
+
+
 def test_finished_run_is_not_trained_again(tmp_path):
     _fit(tmp_path, epochs=2)
     out = _fit(tmp_path, epochs=2)

@@ -134,6 +134,8 @@ class Phantom:
         tmp = staging_dir(out_dir)
         try:
             self.write(tmp)
+            if self.is_current(out_dir):  # another process (e.g. a second DDP rank) finished first: keep its set
+                return str(out_dir / DATALIST_NAME)
             try:
                 swap_in(tmp, out_dir)
             except OSError:

@@ -5,19 +5,28 @@ distinguish the three classes, then degraded the way CT degrades them:
 
 - liver parenchyma: 55-70 HU per patient, low-frequency texture (3-7 HU) and mottling, optional hepatic/portal
   vessels (liver + 60-110 HU, i.e. ~120-180 HU) and an optional liver edge with perihepatic fat (about -100 HU);
-- cyst (label 0): round/oval, smooth, homogeneous, sharp margin, water density 0-18 HU;
-- metastasis (label 1): lobulated, irregular, less sharp margin; hypodense centre 22-45 HU; enhancing rim
-  (liver + 12-45 HU, i.e. ~80-110 HU) that is faint in some and incomplete in some; a necrotic core (5-20 HU) in some
-  of the larger ones;
-- hemangioma (label 2): hypodense centre 30-50 HU with discontinuous peripheral nodules at near-vessel density
-  (liver + 65-105 HU, i.e. ~130-170 HU); centripetal fill in some (nodules further in, centre partly filled), and
-  small "flash-filling" ones that are bright throughout;
+- cyst (label 0): round/oval, smooth, homogeneous, sharp margin, water density 0-15 HU;
+- metastasis (label 1): lobulated, irregular, less sharp margin; hypodense centre 25-45 HU; enhancing rim
+  (liver + 20-50 HU scaled by the patient's enhancement, i.e. ~80-110 HU) that is faint in 15 % and incomplete in
+  20 %; a necrotic core (5-20 HU) in 40 % of the larger ones;
+- hemangioma (label 2): hypodense centre 30-50 HU with 4-8 discontinuous peripheral nodules at near-vessel density
+  (liver + 65-105 HU, i.e. ~130-170 HU); centripetal fill in 35 % (5-9 nodules further in, centre partly filled), and
+  20 % of the small ones "flash-filling", bright throughout;
 - then partial-volume blur (Gaussian, 0.5-0.9 px), correlated CT noise (``noise_hu`` std), rounding to integer HU.
 
 Lesion diameter (8-28 px in a 64-px ROI), position jitter and rotation are drawn per lesion with the same ranges
 for every class, so size and position carry no class information. Per patient, the liver density, the contrast
-enhancement (bolus timing, a factor 0.75-1.15 on every enhancement) and the noise level (x0.8-1.25) are shared by
-all of that patient's lesions: images of one patient look alike, which is why splits must be by patient.
+enhancement (bolus timing, a factor 0.75-1.15 on every enhancement) and the noise level (``noise_hu`` x 0.7-1.05,
+body habitus / dose) are shared by all of that patient's lesions: images of one patient look alike, which is why
+splits must be by patient.
+
+Difficulty (measured while tuning, see the bundle's model card for the protocol's numbers): a 4-block CNN trained
+from scratch on the default set (53/64/65, rot90/flip augmentation, 60 epochs, 2/3 of the patients) reaches about
+0.70-0.80 accuracy on the held-out third (mean 0.75 over 3 seeds; near Frid-Adar's 78.6 % with classic
+augmentation), and about 0.88 and still rising after 12 epochs on 1,800 images: the classes are learnable, the
+default set is data-limited (the regime where augmentation matters), and the remaining confusions are small cysts
+vs small metastases and rim-enhancing metastases vs hemangiomas. ``noise_hu`` is the main difficulty knob (6 HU:
+about 0.80 on the default set).
 
 Patients: each has 1-3 lesions (``lesions_per_patient``). Lesions are grouped mostly by class (patients with
 metastases usually have several; incidental cysts and hemangiomas are common), and ``mixed_fraction`` of the
@@ -57,7 +66,8 @@ class LiverLesionPhantom(Phantom):
         lesions_per_patient: inclusive range of lesions per patient.
         file_format: ``"nii.gz"`` (int16 HU, the default) or ``"png"`` (8-bit, the abdominal window
             ``PNG_WINDOW_HU`` mapped to 0..255).
-        noise_hu: standard deviation of the (slightly correlated) CT noise in HU, before the per-patient factor.
+        noise_hu: standard deviation of the (slightly correlated) CT noise in HU of the noisiest patients (each
+            patient's noise is ``noise_hu`` x U(0.7, 1.05)).
         diameter_range: lesion diameter range in pixels of a 64-px ROI.
         jitter: maximum offset of the lesion centre from the ROI centre, in pixels of a 64-px ROI.
         vessel_prob: probability that a ROI shows one or two vessels.
@@ -67,7 +77,7 @@ class LiverLesionPhantom(Phantom):
     """
 
     name = "liver_lesion_phantom"
-    version = "1"
+    version = "2"
     class_names = ("cyst", "metastasis", "hemangioma")
 
     def __init__(
@@ -154,7 +164,7 @@ class LiverLesionPhantom(Phantom):
                 "id": f"liv{index:04d}",
                 "liver_hu": rng.uniform(55.0, 70.0),
                 "enhancement": rng.uniform(0.75, 1.15),
-                "noise": self.noise_hu * rng.uniform(0.8, 1.25),
+                "noise": self.noise_hu * rng.uniform(0.7, 1.05),
                 "texture": rng.uniform(3.0, 7.0),
             }
             for label in labels:
