@@ -9,20 +9,21 @@
 - :mod:`common.data.transforms`: classic augmentation and the ROI classification chain.
 """
 
+from common.data.augment import ClassicAugmentation
 from common.data.classification import load_classification_dataset, validate_images
 from common.data.datalist import read_datalist, write_datalist
 from common.data.io import read_image, write_image
 from common.data.lidc import LIDC_MAPPINGS, LidcMapping, prepare_lidc_rois, register_lidc_mapping
 from common.data.phantoms import LiverLesionPhantom, Phantom
 from common.data.synthetic import write_synthetic_set
-from common.data.transforms import classic_augmentation, roi_classification_transforms
+from common.data.transforms import roi_classification_transforms
 
 __all__ = [
     "LIDC_MAPPINGS",
     "LidcMapping",
     "LiverLesionPhantom",
     "Phantom",
-    "classic_augmentation",
+    "ClassicAugmentation",
     "load_classification_dataset",
     "prepare_lidc_rois",
     "read_datalist",
