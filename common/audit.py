@@ -56,6 +56,7 @@ from common.privacy.memorization import (
     normalised_vectors,
     privacy_flags,
 )
+from common.viz import to_display
 
 __all__ = ["SynthesisAudit", "audit_datalists", "audit_files", "load_classifier", "load_image_set", "main", "run_audit"]
 
@@ -342,18 +343,8 @@ def _json_safe(obj: Any) -> Any:
 
 # ------------------------------------------------------------------------------------------------------ figures
 def _display(img: torch.Tensor) -> np.ndarray:
-    """One image ``(C, *spatial)`` in [-1, 1] as a displayable array in [0, 1]: ``(rows, cols)`` or ``(rows, cols, 3)``.
-
-    3-D: the middle slice along the last axis. The first spatial axis is transposed to columns because MONAI readers
-    put image x first (so a PNG shows as it was saved).
-    """
-    x = img.float()
-    if x.ndim == 4:
-        x = x[..., x.shape[-1] // 2]
-    x = ((x.clamp(-1, 1) + 1) / 2).numpy()
-    if x.shape[0] == 3:
-        return np.ascontiguousarray(np.transpose(x, (2, 1, 0)))
-    return np.ascontiguousarray(x[0].T)
+    """One image ``(C, *spatial)`` in [-1, 1] as uint8 RGB, oriented as ``common.viz`` shows every image."""
+    return to_display(img[None])[0]
 
 
 def _pca_2d(fit: np.ndarray, *arrays: np.ndarray) -> list[np.ndarray]:

@@ -11,10 +11,11 @@ from PIL import Image
 
 
 def to_display(images: torch.Tensor | np.ndarray, value_range: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:
-    """(N, C, H, W[, D]) -> uint8 (N, H, W, 3); 3-D volumes show their middle slice, 1 or 2 channels become gray.
+    """(N, C, X, Y[, Z]) -> uint8 (N, Y, X, 3); 3-D volumes show their middle slice, 1 or 2 channels become gray.
 
-    Images with more than 3 channels (e.g. several MRI sequences) show their first channel; callers that want
-    every channel side by side split them first.
+    MONAI's readers put image x (columns) on the first spatial axis, so the two in-plane axes are swapped for
+    display: a PNG shows as it was saved. Images with more than 3 channels (e.g. several MRI sequences) show their
+    first channel; callers that want every channel side by side split them first.
     """
     arr = images.detach().float().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images, np.float32)
     if arr.ndim == 5:
@@ -24,7 +25,7 @@ def to_display(images: torch.Tensor | np.ndarray, value_range: tuple[float, floa
     lo, hi = value_range
     arr = np.clip((arr - lo) / (hi - lo), 0.0, 1.0)
     arr = arr[:, :3] if arr.shape[1] >= 3 else np.repeat(arr[:, :1], 3, axis=1)
-    return (arr.transpose(0, 2, 3, 1) * 255.0 + 0.5).astype(np.uint8)
+    return (arr.transpose(0, 3, 2, 1) * 255.0 + 0.5).astype(np.uint8)
 
 
 def image_grid(images: torch.Tensor | np.ndarray, nrow: int = 8, pad: int = 2, value_range=(-1.0, 1.0)) -> np.ndarray:
