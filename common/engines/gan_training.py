@@ -12,7 +12,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,6 @@ class GANRecipe:
     g_regularizer: Callable | None = None
     g_reg_interval: int = 4
     amp: bool = False
-    extra: dict = field(default_factory=dict)
 
     @property
     def conditional(self) -> bool:

@@ -74,6 +74,20 @@ def test_train_then_inference_through_the_cli(tmp_path):
 
 
 @pytest.mark.slow
+def test_acgan_is_one_key_away(tmp_path):
+    common = ["--config_file", None, "--output_dir", str(tmp_path), "--gan_type", "acgan"]
+    train = _cli(["training", *[str(_configs("train", "quick", "smoke")) if a is None else a for a in common]])
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert (tmp_path / "gan" / "conditional" / "generator.pt").is_file(), "one class-conditional GAN"
+    infer = _cli(
+        [*[str(_configs("inference", "quick", "smoke", "smoke_inference")) if a is None else a for a in common]]
+    )
+    assert infer.returncode == 0, infer.stderr[-3000:]
+    items = read_datalist(tmp_path / "synthetic" / "datalist.json")["training"]
+    assert sorted({it["label"] for it in items}) == [0, 1, 2]
+
+
+@pytest.mark.slow
 def test_protocol_report_has_arms_with_uncertainty_and_paper_numbers(tmp_path):
     wf = _workflow(["train", "evaluate", "quick", "smoke"], tmp_path)
     wf.run()
