@@ -93,7 +93,7 @@ def test_protocol_report_has_arms_with_uncertainty_and_paper_numbers(tmp_path):
     wf.run()
     report = json.loads((tmp_path / "evaluation" / "report.json").read_text())
     assert report["folds"] == 3 and report["dataset"] == "phantom"
-    assert set(report["arms"]) == {"baseline", "classic", "classic+synthetic"}
+    assert set(report["arms"]) == {"baseline", "classic", "classic+synthetic", "synthetic_only"}
     for arm in report["arms"].values():
         assert len(arm["per_fold"]) == 3
         for metric in ("accuracy", "sensitivity", "specificity"):
