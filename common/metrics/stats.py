@@ -8,11 +8,13 @@ import numpy as np
 from scipy import stats as _st
 
 
-def summarize(values: Sequence[float], confidence: float = 0.95) -> dict:
+def summarize(values: Sequence[float], confidence: float = 0.95, bounds: tuple[float, float] | None = None) -> dict:
     """Mean, sample std (ddof=1) and a Student-t confidence interval of the mean of ``values``.
 
     With k folds the interval uses k - 1 degrees of freedom; it is wide for 3 folds, as it should be.
-    A single value gets ``std = 0`` and the degenerate interval ``[v, v]``; NaNs are dropped and counted.
+    ``bounds`` clips the interval to the metric's range (e.g. (0, 1) for accuracy or AUC): with few folds the
+    t-interval can otherwise reach past 100 %, which no value can. A single value gets ``std = 0`` and the
+    degenerate interval ``[v, v]``; NaNs are dropped and counted.
     """
     arr = np.asarray([float(v) for v in values], dtype=np.float64)
     finite = arr[np.isfinite(arr)]
@@ -24,7 +26,10 @@ def summarize(values: Sequence[float], confidence: float = 0.95) -> dict:
         return {"mean": mean, "std": 0.0, "ci95": [mean, mean], "n": 1, "n_nan": int(arr.size - n)}
     std = float(finite.std(ddof=1))
     half = float(_st.t.ppf(0.5 + confidence / 2.0, df=n - 1) * std / np.sqrt(n))
-    return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "n": n, "n_nan": int(arr.size - n)}
+    lo, hi = mean - half, mean + half
+    if bounds is not None:
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+    return {"mean": mean, "std": std, "ci95": [lo, hi], "n": n, "n_nan": int(arr.size - n)}
 
 
 def bootstrap_ci(

@@ -219,9 +219,10 @@ class ClassificationProtocol:
             logger.warning(note)
             self.notes.append(note)
             return None
-        return audit_datalists(
-            train, test, synthetic, str(self.output_dir / f"fold{fold}" / "audit"), transforms=self.transforms
-        )
+        out = self.output_dir / f"fold{fold}" / "audit"
+        if (out / "audit.json").is_file():  # done in an earlier run: the inputs are the fold's, which are fixed
+            return json.loads((out / "audit.json").read_text())
+        return audit_datalists(train, test, synthetic, str(out), transforms=self.transforms)
 
     def run(self) -> dict:
         """Run every fold and arm (skipping what is already on disk) and write the report. Returns the report."""

@@ -20,11 +20,15 @@ SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "sensitivity", "specificity"
 
 
 def summarize_arms(per_fold: dict[str, list[dict]], metrics: Sequence[str] = SUMMARY_METRICS) -> dict:
-    """``{arm: [fold metrics...]}`` -> ``{arm: {"metrics": {m: summarize}, "per_fold": [...]}}``."""
+    """``{arm: [fold metrics...]}`` -> ``{arm: {"metrics": {m: summarize}, "per_fold": [...]}}``; the metrics are
+    proportions, so their intervals are clipped to [0, 1]."""
     arms = {}
     for arm, folds in per_fold.items():
         names = [m for m in metrics if any(m in f for f in folds)]
-        arms[arm] = {"metrics": {m: summarize([f.get(m, np.nan) for f in folds]) for m in names}, "per_fold": folds}
+        arms[arm] = {
+            "metrics": {m: summarize([f.get(m, np.nan) for f in folds], bounds=(0.0, 1.0)) for m in names},
+            "per_fold": folds,
+        }
     return arms
 
 
@@ -37,7 +41,7 @@ def compare_arms(per_fold: dict[str, list[dict]], pairs: Sequence[tuple[str, str
         res = {}
         for m in metrics:
             diffs = [fa.get(m, np.nan) - fb.get(m, np.nan) for fa, fb in zip(per_fold[a], per_fold[b])]
-            s = summarize(diffs)
+            s = summarize(diffs, bounds=(-1.0, 1.0))
             if s["mean"] is None:
                 continue
             lo, hi = s["ci95"]

@@ -15,6 +15,8 @@ def test_summarize_t_interval():
     # t(0.975, df=2) = 4.302653; half width = 4.302653 * 0.1 / sqrt(3)
     assert s["ci95"] == pytest.approx([0.8 - 0.248414, 0.8 + 0.248414], abs=1e-5)
     assert summarize([0.5])["ci95"] == [0.5, 0.5]
+    clipped = summarize([0.9, 1.0, 0.7], bounds=(0.0, 1.0))
+    assert clipped["ci95"][1] == 1.0 and summarize([0.9, 1.0, 0.7])["ci95"][1] > 1.0
     assert summarize([np.nan, 1.0, 0.0])["n_nan"] == 1
 
 
