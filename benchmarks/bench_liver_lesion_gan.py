@@ -62,33 +62,25 @@ def run_case(case: str, size: str, n: int, batch: int, epochs: int, device: torc
     # one warm-up epoch is excluded from the timing in every case
     if case == "gan_engine":
         recipe = GANRecipe(make_g, make_d, adam, adam, BCEObjective())
-        fit_gan(
-            recipe,
-            items,
-            Compose([]),
-            tmp + "/w",
-            max_epochs=1,
-            batch_size=batch,
-            device=device,
-            tensorboard=False,
-            progress=False,
-            sample_interval=10**6,
-            checkpoint_interval=10**6,
-        )
+
+        def train(out: str, n_epochs: int) -> None:
+            fit_gan(
+                recipe,
+                items,
+                Compose([]),
+                out,
+                max_epochs=n_epochs,
+                batch_size=batch,
+                device=device,
+                tensorboard=False,
+                progress=False,
+                sample_interval=10**6,
+                checkpoint_interval=10**6,
+            )
+
+        train(tmp + "/w", 1)
         t = time.perf_counter()
-        fit_gan(
-            recipe,
-            items,
-            Compose([]),
-            tmp + "/r",
-            max_epochs=epochs,
-            batch_size=batch,
-            device=device,
-            tensorboard=False,
-            progress=False,
-            sample_interval=10**6,
-            checkpoint_interval=10**6,
-        )
+        train(tmp + "/r", epochs)
     elif case == "gan_plain":
         G, D = make_g().to(device), make_d().to(device)
         og, od = adam(G.parameters()), adam(D.parameters())
@@ -120,33 +112,25 @@ def run_case(case: str, size: str, n: int, batch: int, epochs: int, device: torc
     elif case == "classifier_engine":
         recipe = ClassifierRecipe(make_c, partial(torch.optim.SGD, lr=1e-3, momentum=0.9))
         val = items[: max(batch, 8)]
-        fit_classifier(
-            recipe,
-            items,
-            val,
-            Compose([]),
-            Compose([]),
-            tmp + "/w",
-            num_classes=3,
-            max_epochs=1,
-            batch_size=batch,
-            device=device,
-            val_interval=10**6,
-        )
+
+        def train(out: str, n_epochs: int) -> None:
+            fit_classifier(
+                recipe,
+                items,
+                val,
+                Compose([]),
+                Compose([]),
+                out,
+                num_classes=3,
+                max_epochs=n_epochs,
+                batch_size=batch,
+                device=device,
+                val_interval=10**6,
+            )
+
+        train(tmp + "/w", 1)
         t = time.perf_counter()
-        fit_classifier(
-            recipe,
-            items,
-            val,
-            Compose([]),
-            Compose([]),
-            tmp + "/r",
-            num_classes=3,
-            max_epochs=epochs,
-            batch_size=batch,
-            device=device,
-            val_interval=10**6,
-        )
+        train(tmp + "/r", epochs)
     elif case == "classifier_plain":
         net = make_c().to(device)
         opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
