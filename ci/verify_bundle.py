@@ -12,7 +12,7 @@ then a summary line. Exit status: 0 when no check failed (WARN and SKIP do not f
 
 Checks, by the name they print:
 
-- ``required_files``: configs/{metadata,train,inference,evaluate,quick}.json, configs/logging.conf,
+- ``required_files``: configs/{metadata,train,inference,evaluate,quick,multi_gpu_train}.json, configs/logging.conf,
   docs/README.md, docs/data_license.txt, LICENSE and the models/ folder exist.
 - ``no_scripts_dir``: no scripts/ folder (house rule: code lives in ``common``; ``$import scripts`` also breaks
   outside the bundle root).
@@ -25,6 +25,9 @@ Checks, by the name they print:
   offline reconstruction of MONAI's official schema; see the file's description).
 - ``metadata_schema_url``: its ``schema`` field names meta_schema_20240725.json (the schema checked here).
 - ``metadata_version``: ``version`` is a ``changelog`` key and the newest one.
+- ``version_bump`` (with ``--base REV``): when any file of the bundle differs from git revision REV (a release
+  tag, ``origin/main``), ``version`` must be newer than the one at REV (and, by ``metadata_version``, the newest
+  changelog key).
 - ``metadata_packages``: ``required_packages_version`` pins ``synthaug-bundles`` (WARN when the pin differs
   from the version in setup.cfg).
 - ``config_parse:<file>``: every configs/*.json parses with ``monai.bundle.ConfigParser`` on its own, and so do
@@ -109,6 +112,7 @@ REQUIRED_FILES: tuple[str, ...] = (
     "configs/inference.json",
     "configs/evaluate.json",
     "configs/quick.json",
+    "configs/multi_gpu_train.json",
     "configs/logging.conf",
     "docs/README.md",
     "docs/data_license.txt",
@@ -439,6 +443,39 @@ def check_metadata_version(meta: dict, r: Report) -> None:
         r.fail("metadata_version", f"version {version} is not the newest changelog key ({newest})")
     else:
         r.ok("metadata_version", version)
+
+
+def _git(*args: str) -> str | None:
+    try:
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def check_version_bump(b: Bundle, meta: dict, base: str, r: Report) -> None:
+    """A bundle whose files differ from ``base`` (a git revision) must carry a newer ``version`` than at ``base``."""
+    rel = b.root.relative_to(REPO_ROOT).as_posix()
+    old_text = _git("show", f"{base}:{rel}/configs/metadata.json")
+    if old_text is None:
+        r.ok("version_bump", f"new bundle (no metadata.json at {base})")
+        return
+    changed = _git("diff", "--name-only", base, "--", rel)
+    untracked = _git("ls-files", "--others", "--exclude-standard", "--", rel)
+    if changed is None:
+        r.fail("version_bump", f"cannot compare with git revision {base!r}")
+        return
+    files = [f for f in (changed + (untracked or "")).splitlines() if f.strip()]
+    old_version = json.loads(old_text).get("version", "0")
+    if not files:
+        r.ok("version_bump", f"unchanged since {base}")
+    elif _version_key(meta.get("version", "0")) > _version_key(old_version):
+        r.ok("version_bump", f"{old_version} -> {meta.get('version')} ({len(files)} file(s) changed)")
+    else:
+        r.fail(
+            "version_bump",
+            f"{len(files)} file(s) changed since {base} (e.g. {files[0]}) but version is still {old_version}: "
+            "bump 'version' and add a changelog entry",
+        )
 
 
 def check_metadata_packages(meta: dict, r: Report) -> None:
@@ -965,6 +1002,7 @@ def verify(
     keep: Path | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
     stream: TextIO | None = None,
+    base: str | None = None,
 ) -> Report:
     """Run every check on ``bundle_dir``; return the report (its lines have been printed already)."""
     b = Bundle(bundle_dir.resolve())
@@ -986,6 +1024,8 @@ def verify(
         r.check("metadata_schema_url", lambda: check_metadata_schema_url(meta, r))
         r.check("metadata_version", lambda: check_metadata_version(meta, r))
         r.check("metadata_packages", lambda: check_metadata_packages(meta, r))
+        if base:
+            r.check("version_bump", lambda: check_version_bump(b, meta, base, r))
 
     r.check("config_parse", lambda: check_configs(b, r))
     r.check("properties", lambda: check_properties(b, r))
@@ -1008,6 +1048,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="also run a tiny training + inference (subprocesses)")
     ap.add_argument("--keep", type=Path, metavar="DIR", help="with --smoke: write the runs into DIR and keep it")
     ap.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per smoke subprocess")
+    ap.add_argument("--base", metavar="REV", help="git revision to compare with: changed files need a version bump")
     args = ap.parse_args(argv)
     if not args.bundle_dir.is_dir():
         ap.error(f"{args.bundle_dir} is not a folder")
@@ -1017,7 +1058,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ap.error(f"--keep {args.keep} exists and is not empty")
         args.keep.mkdir(parents=True, exist_ok=True)
         args.keep = args.keep.resolve()
-    report = verify(args.bundle_dir, smoke=args.smoke, keep=args.keep, timeout=args.timeout)
+    report = verify(args.bundle_dir, smoke=args.smoke, keep=args.keep, timeout=args.timeout, base=args.base)
     print(f"{args.bundle_dir}: {report.summary()}", flush=True)
     return 1 if report.failed else 0
 

@@ -6,7 +6,8 @@ Layouts, tried in this order (the first that matches wins):
 2. a ``.json`` file, or a folder with ``datalist.json`` -> Decathlon-style datalist (``class_names`` in its meta);
 3. a ``.csv`` file, or a folder with ``labels.csv`` -> CSV with columns ``path,label[,patient]``;
 4. a folder with ``metadata.csv`` and ``image/`` -> LIDC-IDRI VOIs, mapped to 2-D ROIs by ``lidc_mapping``;
-5. a folder whose sub-folders hold images -> folder per class (class names = sorted sub-folder names).
+5. a folder whose sub-folders hold images -> folder per class (class names = sorted sub-folder names);
+6. a MedMNIST ``.npz`` file, or a folder with exactly one -> PNG files + datalist in ``cache_dir`` (train + val).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ __all__ = ["LAYOUTS", "load_classification_dataset", "validate_images"]
 #: The accepted layouts, as said in the error for an unrecognised ``dataset_dir``.
 LAYOUTS = (
     "a datalist .json (or a folder with datalist.json), a .csv with columns path,label[,patient] (or a folder with "
-    "labels.csv), a LIDC-IDRI VOI folder (metadata.csv + image/), or one sub-folder of images per class"
+    "labels.csv), a LIDC-IDRI VOI folder (metadata.csv + image/), one sub-folder of images per class, or a "
+    "MedMNIST .npz"
 )
 
 
@@ -132,6 +134,16 @@ def _from_folders(root: Path, image_key: str, declared: Sequence[str] | None) ->
     return items, class_names
 
 
+def _medmnist_file(path: Path) -> Path | None:
+    """A ``.npz`` file, or the only ``.npz`` of a folder without image sub-folders."""
+    if path.is_file():
+        return path if path.suffix.lower() == ".npz" else None
+    if path.is_dir():
+        found = sorted(path.glob("*.npz"))
+        return found[0] if len(found) == 1 else None
+    return None
+
+
 def _check_counts(items: list[dict], class_names: Sequence[str], min_per_class: int, origin: str) -> None:
     counts = {name: 0 for name in class_names}
     for item in items:
@@ -209,6 +221,14 @@ def load_classification_dataset(
         datalist = Path(prepare_lidc_rois(path, out_dir, mapping=mapping, roi_size=lidc_roi_size))
         items, names = _from_datalist(datalist, image_key)
         source = "lidc_vois"
+    elif (npz := _medmnist_file(path)) is not None:
+        from common.data.medmnist import prepare_medmnist_npz
+
+        if cache_dir is None:
+            raise DataError(f"dataset_dir '{path}' is a MedMNIST .npz: set 'cache_dir' for the PNG files made from it")
+        datalist = Path(prepare_medmnist_npz(npz, Path(cache_dir) / f"medmnist_{npz.stem}", class_names=class_names))
+        items, names = _from_datalist(datalist, image_key)
+        source = npz.stem.split("_")[0]
     else:
         found = _from_folders(path, image_key, class_names) if path.is_dir() else None
         if found is None:

@@ -47,6 +47,13 @@ def _relative(value: Any, root: Path) -> Any:
         return value
 
 
+def _relative_value(value: Any, root: Path) -> Any:
+    # a multi-sequence image is a list of files (one per MRI sequence): each is made relative
+    if isinstance(value, (list, tuple)):
+        return [_relative(v, root) for v in value]
+    return _relative(value, root)
+
+
 def _jsonable(value: Any) -> Any:
     # numpy scalars (labels from np.argmax, counts) are not JSON serialisable; .item() turns them into Python ones.
     if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
@@ -60,7 +67,7 @@ def _relative_items(items: Iterable[Any], root: Path, path_keys: Sequence[str]) 
     out = []
     for item in items:
         if isinstance(item, Mapping):
-            out.append({k: (_relative(v, root) if k in path_keys else v) for k, v in item.items()})
+            out.append({k: (_relative_value(v, root) if k in path_keys else v) for k, v in item.items()})
         else:  # Decathlon "test" sections are plain lists of paths
             out.append(_relative(item, root))
     return out
@@ -140,6 +147,9 @@ def read_datalist(path: str | os.PathLike, path_keys: Sequence[str] = DEFAULT_PA
             item = dict(item)
             for key in path_keys:
                 value = item.get(key)
+                if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+                    item[key] = [_resolve(v, root, f"{where}['{key}'][{i}]", path) for i, v in enumerate(value)]
+                    continue
                 if not isinstance(value, str) or (key != "image" and not _looks_like_path(value)):
                     continue
                 item[key] = _resolve(value, root, f"{where}['{key}']", path)

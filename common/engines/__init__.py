@@ -5,12 +5,15 @@ from common.engines.gan_trainer import GANTrainer, make_ema, prepare_gan_batch
 from common.engines.gan_training import GANRecipe, fit_gan, fit_gans, load_generators
 from common.engines.generation import GeneratorEvaluator, LatentDataset, SyntheticSetWriter, generate_synthetic_set
 from common.engines.handlers import LossHistory, NaNGuard, SampleGridSaver, attach_resume, latest_checkpoint
+from common.engines.multistage import LAPGANRecipe, PyramidLevel
 
 __all__ = [
     "ClassifierRecipe",
     "GANRecipe",
     "GANTrainer",
     "GeneratorEvaluator",
+    "LAPGANRecipe",
+    "PyramidLevel",
     "LatentDataset",
     "SyntheticSetWriter",
     "LossHistory",

@@ -17,6 +17,7 @@ from monai.engines import Trainer
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from common.engines.distributed import average_gradients, broadcast_buffers, is_distributed
 from common.engines.memory_format import plain_tensor, to_channels_last
 from common.losses.adversarial import GANObjective
 
@@ -40,6 +41,20 @@ def prepare_gan_batch(
     else:
         labels = None
     return reals, labels
+
+
+class AugmentedDiscriminator:
+    """``D(pipe(x), *args)``: the discriminator seen through an augmentation pipe (attributes are D's)."""
+
+    def __init__(self, discriminator: nn.Module, pipe: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.discriminator = discriminator
+        self.pipe = pipe
+
+    def __call__(self, images: torch.Tensor, *args, **kwargs):
+        return self.discriminator(self.pipe(images), *args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self.discriminator, name)
 
 
 def make_ema(generator: nn.Module, decay: float) -> AveragedModel:
@@ -66,6 +81,10 @@ class GANTrainer(Trainer):
         amp: mixed precision on CUDA (bf16 autocast; a GradScaler for fp16 is not needed with bf16).
         generator_step_context: a context-manager factory wrapped around G's step, e.g. one that disables
             Opacus' per-sample hooks on D so that the generator step does not spend privacy budget.
+        augment_pipe: a differentiable batch augmentation put in front of D for every image it sees (reals and
+            fakes, in D's step, G's step and the D regulariser): StyleGAN2-ADA's pipe
+            (``common.data.ada.AdaptiveAugment``). Unlike ``prepare_batch``'s ``augment``, which changes only the
+            reals, it leaves the distribution G must match unchanged.
         train_handlers: Ignite/MONAI handlers (progress, checkpoint, logging...).
 
     ``engine.state.output`` is a dict of floats: ``loss`` (= ``g_loss``, so that MONAI's MLflow handler finds its
@@ -94,6 +113,7 @@ class GANTrainer(Trainer):
         epoch_length: int | None = None,
         train_handlers: Sequence | None = None,
         non_blocking: bool = False,
+        augment_pipe: nn.Module | None = None,
     ) -> None:
         super().__init__(
             device=device,
@@ -121,6 +141,14 @@ class GANTrainer(Trainer):
         self.g_ema = make_ema(generator, ema_decay) if ema_decay else None
         self.use_amp = bool(amp) and torch.device(device).type == "cuda"
         self.generator_step_context = generator_step_context or contextlib.nullcontext
+        self.distributed = is_distributed()
+        self.augment_pipe = augment_pipe
+
+    def discriminator_view(self):
+        """D as the objective and the D regulariser call it: behind the augmentation pipe when there is one."""
+        if self.augment_pipe is None:
+            return self.discriminator
+        return AugmentedDiscriminator(self.discriminator, self.augment_pipe)
 
     def _autocast(self):
         if self.use_amp:
@@ -130,6 +158,8 @@ class GANTrainer(Trainer):
     def _step(self, optimizer, loss: torch.Tensor) -> None:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.distributed:  # several ranks: the mean gradient over ranks keeps every rank's weights identical
+            average_gradients(p for group in optimizer.param_groups for p in group["params"])
         optimizer.step()
 
     def _iteration(self, engine: GANTrainer, batchdata: dict) -> dict[str, float]:
@@ -142,22 +172,23 @@ class GANTrainer(Trainer):
         engine.generator.train()
         engine.discriminator.train()
         logs: dict[str, torch.Tensor] = {}
+        disc = engine.discriminator_view()
 
         # discriminator; G's params get no grads here (fakes are made under no_grad in the objective)
         for _ in range(engine.d_steps):
             with engine._autocast():
-                d_terms = engine.objective.d_loss(engine.generator, engine.discriminator, reals, labels)
+                d_terms = engine.objective.d_loss(engine.generator, disc, reals, labels)
             engine._step(engine.d_optimizer, d_terms["d_loss"])
             logs.update(d_terms)
         if engine.d_regularizer is not None and it % engine.d_reg_interval == 0:
-            reg = engine.d_regularizer(engine.discriminator, reals, labels)
+            reg = engine.d_regularizer(disc, reals, labels)
             engine._step(engine.d_optimizer, reg["d_reg"] * engine.d_reg_interval)
             logs.update(reg)
 
         # generator; D is only a critic here, so its grads are dropped by the next zero_grad
         with engine.generator_step_context():
             with engine._autocast():
-                g_terms = engine.objective.g_loss(engine.generator, engine.discriminator, reals, labels)
+                g_terms = engine.objective.g_loss(engine.generator, disc, reals, labels)
             engine._step(engine.g_optimizer, g_terms["g_loss"])
             logs.update(g_terms)
             if engine.g_regularizer is not None and it % engine.g_reg_interval == 0:
@@ -165,6 +196,9 @@ class GANTrainer(Trainer):
                 engine._step(engine.g_optimizer, reg["g_reg"] * engine.g_reg_interval)
                 logs.update(reg)
         engine.d_optimizer.zero_grad(set_to_none=True)
+        if engine.distributed:  # BatchNorm statistics differ per shard: keep rank 0's everywhere (as DDP does)
+            broadcast_buffers(engine.generator)
+            broadcast_buffers(engine.discriminator)
         if engine.g_ema is not None:
             engine.g_ema.update_parameters(engine.generator)
 

@@ -18,14 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from ignite.engine import Events
 from ignite.handlers import ProgressBar
 from monai.data import DataLoader
 from monai.handlers import CheckpointSaver, StatsHandler, TensorBoardStatsHandler
 from monai.transforms import Compose
 from monai.utils import set_determinism
 from torch import nn
+from torch.utils.data import DistributedSampler
 
 from common.data.datasets import cached_dataset
+from common.engines import distributed
 from common.engines.gan_trainer import GANTrainer, prepare_gan_batch
 from common.engines.handlers import FinalCheckpoint, LossHistory, NaNGuard, SampleGridSaver, attach_resume
 from common.engines.memory_format import to_channels_last
@@ -57,16 +60,29 @@ class GANRecipe:
     g_regularizer: Callable | None = None
     g_reg_interval: int = 4
     amp: bool = False
+    #: StyleGAN2-ADA: a zero-argument callable making the augmentation pipe (``common.data.ada.AdaptiveAugment``)
+    #: that every image D sees goes through (reals and fakes, in D's, G's and R1's passes); None: no pipe
+    augment_pipe: Callable[[], nn.Module] | None = None
+    #: adapt the pipe's p towards this overfitting target r_t (ADA: 0.6); None keeps p fixed (required under DP)
+    ada_target: float | None = None
+    ada_interval: int = 4
+    ada_speed_kimg: float = 500.0
+    #: differential privacy: ``common.privacy.DPSGDDiscriminator`` (DP-SGD on D) or the SpineGAN paper's
+    #: ``PaperNoiseThenClip`` ablation; None trains without
+    privacy: Any = None
 
     @property
     def conditional(self) -> bool:
         return bool(self.objective.conditional)
 
 
-def _loader(items, transforms, batch_size, num_workers, seed):
+def _loader(items, transforms, batch_size, num_workers, seed, keys=("image", "label")):
     gen = torch.Generator().manual_seed(seed)
-    dataset = cached_dataset(items, transforms)
+    dataset = cached_dataset(items, transforms, keys=keys)
     # drop_last: a last batch of one image would break BatchNorm and skew D's statistics
+    if distributed.is_distributed():  # each rank its own shard; the epoch seeds the shuffle (set_epoch below)
+        sampler = DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=True)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True, num_workers=num_workers)
     return DataLoader(
         dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=num_workers, generator=gen
     )
@@ -91,6 +107,9 @@ def fit_gan(
     tensorboard: bool = True,
     progress: bool = True,
     extra_handlers: Sequence | None = None,
+    prepare_batch: Callable | None = None,
+    sample_saver: Any | None = None,
+    dataset_keys: Sequence[str] | None = ("image", "label"),
 ) -> dict:
     """Train one GAN on ``items`` and write into ``output_dir``:
 
@@ -102,11 +121,24 @@ def fit_gan(
     batch on the device; ``repeats``: each image appears this many times per epoch, so with ``augment`` it is seen
     in that many variants (Frid-Adar trained the GANs on the classic-augmented training set).
 
+    Paired GANs (pix2pix) pass their own ``prepare_batch`` (``(batch, device, non_blocking) -> (reals,
+    condition)``), a ``sample_saver`` handler (default: ``SampleGridSaver`` of latent samples) and the item keys
+    their transforms need (``dataset_keys``; None keeps every key).
+
     A run whose ``checkpoints/`` exist continues from the newest one (``resume=True``), so a killed run picks up
     where it stopped and a finished one returns at once.
 
-    Returns ``{"generator": nn.Module (eval mode), "generator_file": str, "history": [...], "output_dir": str}``.
+    StyleGAN2-ADA / DP (``recipe.augment_pipe``, ``recipe.privacy``): an objective with a ``prepare(items=...,
+    transforms=..., output_dir=..., device=..., seed=...)`` method gets the (unrepeated) training items first (the
+    SpineGAN clinical loss trains its classifier there); the privacy engine replaces D, its optimiser and the
+    loader, wraps G's step (``generator_step_context``) and writes ``privacy.json`` (epsilon, delta) at the end.
+
+    Returns ``{"generator": nn.Module (eval mode), "generator_file": str, "history": [...], "output_dir": str}``
+    (plus ``"privacy"``: the privacy summary, when ``recipe.privacy`` is set).
     """
+    unique_items = list(items)
+    if getattr(getattr(recipe, "privacy", None), "formal_guarantee", False) and int(repeats) != 1:
+        raise ValueError(f"privacy: repeats must be 1 (a repeated image is clipped more than once), got {repeats}")
     items = list(items) * max(1, int(repeats))
     if len(items) < 2:
         raise DataError(f"a GAN needs at least 2 training images, got {len(items)} (output_dir={output_dir})")
@@ -119,12 +151,49 @@ def fit_gan(
     transforms.set_random_state(seed=seed)
     if hasattr(augment, "set_random_state"):
         augment.set_random_state(seed)
-    loader = _loader(items, transforms, min(batch_size, len(items)), num_workers, seed)
+    loader = _loader(items, transforms, min(batch_size, len(items)), num_workers, seed, keys=dataset_keys)
 
     generator = to_channels_last(recipe.generator().to(device))
     discriminator = to_channels_last(recipe.discriminator().to(device))
+    rank0 = distributed.is_rank0()
+    if distributed.is_distributed():
+        distributed.sync_ignite()
+        distributed.broadcast_module(generator)  # identical start on every rank
+        distributed.broadcast_module(discriminator)
+        torch.manual_seed(seed + 1000 * distributed.rank())  # but each rank draws its own latents
     g_opt = recipe.g_optimizer(generator.parameters())
     d_opt = recipe.d_optimizer(discriminator.parameters())
+    if callable(getattr(recipe.objective, "prepare", None)):  # e.g. the SpineGAN clinical loss trains its classifier
+        recipe.objective.prepare(
+            items=unique_items, transforms=transforms, output_dir=str(out), device=device, seed=seed
+        )
+    for reg in (recipe.d_regularizer, recipe.g_regularizer):  # a recipe serves several GANs: fresh running stats
+        if callable(getattr(reg, "reset", None)):
+            reg.reset()
+    augment_pipe = getattr(recipe, "augment_pipe", None)
+    augment_pipe = augment_pipe().to(device) if augment_pipe is not None else None
+    if hasattr(augment_pipe, "set_random_state"):
+        augment_pipe.set_random_state(seed + 1)
+    privacy = getattr(recipe, "privacy", None)
+    step_context = None
+    if privacy is not None and distributed.is_distributed():
+        raise ValueError(
+            "differentially private training runs in one process: with several ranks each would sample and add "
+            "noise on its own, and the accountant would not describe the result; launch it without torchrun"
+        )
+    if privacy is not None:
+        if recipe.ada_target is not None and getattr(privacy, "formal_guarantee", False):
+            raise ValueError("privacy: ADA's adaptive p is computed from D(real) and leaks; set ada_target to null")
+        replaced = privacy.wrap(
+            generator=generator, discriminator=discriminator, g_optimizer=g_opt, d_optimizer=d_opt, data_loader=loader,
+            objective=recipe.objective, max_epochs=max_epochs, d_steps=recipe.d_steps,
+            d_regularizer=recipe.d_regularizer,
+        )  # fmt: skip
+        discriminator = replaced.get("discriminator", discriminator)
+        g_opt = replaced.get("g_optimizer", g_opt)
+        d_opt = replaced.get("d_optimizer", d_opt)
+        loader = replaced.get("data_loader", loader)
+        step_context = privacy.generator_step_context
 
     trainer = GANTrainer(
         device=device,
@@ -142,41 +211,71 @@ def fit_gan(
         g_reg_interval=recipe.g_reg_interval,
         ema_decay=recipe.ema_decay,
         amp=recipe.amp,
-        prepare_batch=partial(prepare_gan_batch, augment=augment),
+        prepare_batch=prepare_batch or partial(prepare_gan_batch, augment=augment),
+        augment_pipe=augment_pipe,
+        generator_step_context=step_context,
     )
     state = {"generator": generator, "discriminator": discriminator, "g_opt": g_opt, "d_opt": d_opt, "trainer": trainer}
     if trainer.g_ema is not None:
         state["g_ema"] = trainer.g_ema
+    # stateful extras resume too: ADA's p, the path-length running mean, the privacy accountant's history
+    extras = {"augment_pipe": augment_pipe, "g_regularizer": recipe.g_regularizer, "privacy": privacy}
+    for name, obj in extras.items():
+        if obj is not None and callable(getattr(obj, "state_dict", None)) and hasattr(obj, "load_state_dict"):
+            state[name] = obj
 
     # order matters: resume first (on STARTED), epoch averages before the loggers read them
     if resume:
         attach_resume(trainer, str(ckpt_dir), state)
-    LossHistory(str(out)).attach(trainer)
-    NaNGuard(checkpoint_dir=str(ckpt_dir)).attach(trainer)
-    StatsHandler(name="synthaug.gan", iteration_log=False, output_transform=lambda x: None).attach(trainer)
-    if tensorboard:
-        TensorBoardStatsHandler(
-            log_dir=str(out / "tensorboard"), iteration_log=True, epoch_log=True, output_transform=lambda x: x
+    if augment_pipe is not None and recipe.ada_target is not None:  # before LossHistory, which logs ada_p
+        from common.data.ada import AdaptiveAugmentHandler
+
+        AdaptiveAugmentHandler(
+            augment_pipe, recipe.ada_target, recipe.ada_interval, recipe.ada_speed_kimg, batch_size
         ).attach(trainer)
-    saver = CheckpointSaver(save_dir=str(ckpt_dir), save_dict=state, save_interval=checkpoint_interval, n_saved=2)
-    saver.attach(trainer)
-    FinalCheckpoint(str(ckpt_dir), state).attach(trainer)
-    SampleGridSaver(str(out), interval=sample_interval).attach(trainer)
-    if progress:
-        ProgressBar(persist=False).attach(trainer, output_transform=lambda o: {"g": o["g_loss"], "d": o["d_loss"]})
-    for handler in extra_handlers or ():
-        handler.attach(trainer)
+    if privacy is not None and callable(getattr(privacy, "attach", None)):
+        privacy.attach(trainer)
+    NaNGuard(checkpoint_dir=str(ckpt_dir)).attach(trainer)
+    if isinstance(getattr(loader, "sampler", None), DistributedSampler):
+        trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: loader.sampler.set_epoch(e.state.epoch))
+    if rank0:  # only rank 0 writes: logs, checkpoints, sample grids (the other ranks hold the same weights)
+        LossHistory(str(out)).attach(trainer)
+        StatsHandler(name="synthaug.gan", iteration_log=False, output_transform=lambda x: None).attach(trainer)
+        if tensorboard:
+            TensorBoardStatsHandler(
+                log_dir=str(out / "tensorboard"), iteration_log=True, epoch_log=True, output_transform=lambda x: x
+            ).attach(trainer)
+        saver = CheckpointSaver(save_dir=str(ckpt_dir), save_dict=state, save_interval=checkpoint_interval, n_saved=2)
+        saver.attach(trainer)
+        FinalCheckpoint(str(ckpt_dir), state).attach(trainer)
+        (sample_saver or SampleGridSaver(str(out), interval=sample_interval)).attach(trainer)
+        if progress:
+            ProgressBar(persist=False).attach(trainer, output_transform=lambda o: {"g": o["g_loss"], "d": o["d_loss"]})
+        for handler in extra_handlers or ():
+            handler.attach(trainer)
 
     trainer.run()
+    if distributed.is_distributed():
+        logger.info(
+            f"rank {distributed.rank()} of {distributed.world_size()}: {trainer.state.iteration} iterations, "
+            f"{'writes the outputs' if rank0 else 'writes nothing'}"
+        )
 
     sampler = trainer.sampling_generator().eval()
     gen_file = out / GENERATOR_FILE
+    if not rank0:
+        return {"generator": sampler, "generator_file": str(gen_file), "history": [], "output_dir": str(out)}
     tmp = gen_file.with_name(f".{gen_file.name}.tmp-{os.getpid()}")
     torch.save(sampler.state_dict(), tmp)
     os.replace(tmp, gen_file)
     history = getattr(trainer.state, "history", [])
-    (out / DONE_FILE).write_text(json.dumps({"epochs": trainer.state.epoch, "n_images": len(items)}, indent=1))
-    return {"generator": sampler, "generator_file": str(gen_file), "history": history, "output_dir": str(out)}
+    done = {"epochs": trainer.state.epoch, "n_images": len(items)}
+    result = {"generator": sampler, "generator_file": str(gen_file), "history": history, "output_dir": str(out)}
+    if privacy is not None:
+        result["privacy"] = done["privacy"] = privacy.summary()
+        (out / "privacy.json").write_text(json.dumps(done["privacy"], indent=1))
+    (out / DONE_FILE).write_text(json.dumps(done, indent=1))
+    return result
 
 
 def fit_gans(
@@ -188,13 +287,32 @@ def fit_gans(
     class_names: Sequence[str],
     per_class: bool,
     label_key: str = "label",
+    classes: Sequence[str] | None = None,
     **fit_kwargs,
 ) -> dict[str, str]:
     """Train the GAN(s) of a classification data set and return ``{model name: output folder}``.
 
     ``per_class=True`` trains one unconditional GAN per class in ``<output_dir>/<class name>/`` (Frid-Adar's
     DCGAN-per-class); ``per_class=False`` trains one conditional GAN in ``<output_dir>/conditional/``.
+    ``classes`` (per-class GANs only): train only these classes' GANs (e.g. the minority classes that synthetic
+    images are to balance); default all of ``class_names``.
+
+    A recipe with a ``fit(items, transforms, output_dir, **fit_kwargs)`` method (a multi-stage GAN such as
+    ``common.engines.LAPGANRecipe``) is trained by that method instead of ``fit_gan``.
     """
+
+    def train(subset, folder):
+        fit = getattr(recipe, "fit", None)
+        return (
+            fit(subset, transforms, folder, **fit_kwargs)
+            if fit is not None
+            else fit_gan(recipe, subset, transforms, folder, **fit_kwargs)
+        )
+
+    wanted = list(class_names) if classes is None else [str(c) for c in classes]
+    unknown = [c for c in wanted if c not in class_names]
+    if unknown:
+        raise ValueError(f"classes {unknown} are not among class_names {list(class_names)}")
     if per_class and recipe.conditional:
         raise ValueError("per_class=True needs an unconditional objective; use per_class=False for a conditional GAN")
     if not per_class and not recipe.conditional:
@@ -202,24 +320,28 @@ def fit_gans(
     folders: dict[str, str] = {}
     if per_class:
         for label, name in enumerate(class_names):
+            if name not in wanted:
+                continue
             subset = [it for it in items if int(it[label_key]) == label]
             if not subset:
                 raise DataError(f"class '{name}' has no training images: cannot train its GAN")
             logger.info(f"training the GAN of class '{name}' on {len(subset)} images")
-            folders[name] = fit_gan(recipe, subset, transforms, str(Path(output_dir) / name), **fit_kwargs)[
-                "output_dir"
-            ]
+            folders[name] = train(subset, str(Path(output_dir) / name))["output_dir"]
     else:
-        folders["conditional"] = fit_gan(
-            recipe, items, transforms, str(Path(output_dir) / "conditional"), **fit_kwargs
-        )["output_dir"]
+        folders["conditional"] = train(items, str(Path(output_dir) / "conditional"))["output_dir"]
     return folders
 
 
-def load_generators(recipe: GANRecipe, gan_dir: str, class_names: Sequence[str], device="cpu") -> dict[str, nn.Module]:
-    """Load the generators that ``fit_gans`` wrote under ``gan_dir``: one per class, or ``{"conditional": G}``."""
+def load_generators(
+    recipe: GANRecipe, gan_dir: str, class_names: Sequence[str], device="cpu", classes: Sequence[str] | None = None
+) -> dict[str, nn.Module]:
+    """Load the generators that ``fit_gans`` wrote under ``gan_dir``: one per class, or ``{"conditional": G}``.
+
+    ``classes``: load only these classes' generators (those ``fit_gans(classes=...)`` trained); default all.
+    """
     gan_dir = Path(gan_dir)
-    folders = {"conditional": gan_dir / "conditional"} if recipe.conditional else {n: gan_dir / n for n in class_names}
+    names = list(class_names) if classes is None else [n for n in class_names if n in set(classes)]
+    folders = {"conditional": gan_dir / "conditional"} if recipe.conditional else {n: gan_dir / n for n in names}
     gens = {}
     for name, folder in folders.items():
         path = folder / GENERATOR_FILE

@@ -26,13 +26,23 @@ class LatentDataset(torch.utils.data.Dataset):
     Args:
         latent_sampler: ``(n, generator=torch.Generator) -> (n, latent_dim)``, e.g. a generator's ``sample_latent``,
             so that the codes follow the distribution G was trained with.
+        n_per_class: one count for every class, or a sequence of ``num_classes`` counts (e.g. only as many
+            synthetic images per class as balance the real set; 0 for a class without a generator).
     """
 
-    def __init__(self, latent_sampler: Callable, n_per_class: int, num_classes: int = 1, seed: int = 0) -> None:
+    def __init__(
+        self, latent_sampler: Callable, n_per_class: int | Sequence[int], num_classes: int = 1, seed: int = 0
+    ) -> None:
         rng = torch.Generator(device="cpu").manual_seed(seed)
-        n = int(n_per_class) * int(num_classes)
+        if isinstance(n_per_class, (int, float)):
+            counts = [int(n_per_class)] * int(num_classes)
+        else:
+            counts = [int(c) for c in n_per_class]
+            if len(counts) != int(num_classes):
+                raise ValueError(f"n_per_class has {len(counts)} counts for {num_classes} classes")
+        n = sum(counts)
         self.latents = latent_sampler(n, device="cpu", generator=rng) if n else torch.empty(0)
-        self.labels = torch.arange(int(num_classes)).repeat_interleave(int(n_per_class))
+        self.labels = torch.arange(len(counts)).repeat_interleave(torch.as_tensor(counts, dtype=torch.long))
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -64,6 +74,10 @@ class GeneratorEvaluator(Evaluator):
         self.class_names = list(class_names)
         self.inferer = inferer or SimpleInferer()
         missing = [c for c in self.class_names if c not in self.generators] if "conditional" not in generators else []
+        labels = getattr(getattr(val_data_loader, "dataset", None), "labels", None)
+        if missing and labels is not None:  # only the classes the latents ask for need a generator
+            wanted = {self.class_names[int(i)] for i in torch.as_tensor(labels).unique().tolist()}
+            missing = [c for c in missing if c in wanted]
         if missing:
             raise KeyError(f"no generator for class(es) {missing}; have {sorted(generators)}")
 
@@ -126,7 +140,7 @@ class SyntheticSetWriter:
 def generate_synthetic_set(
     generators: dict[str, nn.Module],
     class_names: Sequence[str],
-    n_per_class: int,
+    n_per_class: int | Sequence[int],
     out_dir: str,
     *,
     a_min: float,
@@ -136,7 +150,8 @@ def generate_synthetic_set(
     device: str | torch.device = "cpu",
     **write_kwargs,
 ) -> str:
-    """Generate ``n_per_class`` images per class and write them as a data set; return the datalist path."""
+    """Generate ``n_per_class`` images per class (or one count per class) and write them as a data set; return the
+    datalist path."""
     first = next(iter(generators.values()))
     dataset = LatentDataset(first.sample_latent, n_per_class, len(class_names), seed=seed)
     writer = SyntheticSetWriter(str(Path(out_dir)), class_names, a_min, a_max, **write_kwargs)

@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -52,8 +53,12 @@ class SampleGridSaver:
         z = gen.sample_latent(n, device="cpu", generator=rng).to(device)
         was_training = gen.training
         gen.eval()
-        fakes = gen(z, labels) if labels is not None else gen(z)
+        # An objective whose generator needs more than z (e.g. a LAPGAN stage's image condition) makes the grid.
+        custom = getattr(engine.objective, "grid_samples", None)
+        fakes = custom(gen, z) if custom is not None else gen(z, labels) if labels is not None else gen(z)
         gen.train(was_training)
+        if fakes is None:
+            return
         save_png(self.output_dir / f"samples_epoch_{engine.state.epoch:04d}.png", image_grid(fakes, nrow=nrow))
 
 
@@ -141,8 +146,15 @@ class FinalCheckpoint:
         os.replace(tmp, path)
 
 
-def latest_checkpoint(checkpoint_dir: str, prefix: str = "checkpoint") -> str | None:
-    """The newest ``<prefix>_*.pt`` in ``checkpoint_dir`` by the epoch/iteration number in its name, else None."""
+def checkpoint_is_complete(path: str) -> bool:
+    """Whether ``path`` is a whole ``torch.save`` archive. MONAI's ``CheckpointSaver`` writes in place (not
+    atomically): a run killed while saving leaves a file without the zip directory ``torch.save`` writes last."""
+    return zipfile.is_zipfile(path)
+
+
+def latest_checkpoint(checkpoint_dir: str, prefix: str = "checkpoint", complete_only: bool = False) -> str | None:
+    """The newest ``<prefix>_*.pt`` in ``checkpoint_dir`` by the epoch/iteration number in its name, else None.
+    With ``complete_only``, the newest one that ``checkpoint_is_complete`` (a save cut short by a kill is skipped)."""
     files = glob.glob(os.path.join(checkpoint_dir, f"{prefix}_*.pt"))
     if not files:
         return None
@@ -151,13 +163,20 @@ def latest_checkpoint(checkpoint_dir: str, prefix: str = "checkpoint") -> str | 
         found = re.findall(r"(\d+)", os.path.basename(path))
         return int(found[-1]) if found else -1
 
+    if complete_only:
+        files = sorted(files, key=number, reverse=True)
+        for path in files:
+            if checkpoint_is_complete(path):
+                return path
+            logger.warning(f"skipping the incomplete checkpoint {path} (a save cut short, e.g. by a kill)")
+        return None
     return max(files, key=number)
 
 
 def attach_resume(engine: Engine, checkpoint_dir: str, load_dict: dict, prefix: str = "checkpoint") -> str | None:
     """If a checkpoint exists in ``checkpoint_dir``, load it (networks, optimisers, EMA, trainer state) when the
     engine starts, so that a killed run continues from its last checkpoint. Returns the path it will load."""
-    path = latest_checkpoint(checkpoint_dir, prefix)
+    path = latest_checkpoint(checkpoint_dir, prefix, complete_only=True)
     if path is not None:
         logger.info(f"resuming from {path}")
         CheckpointLoader(load_path=path, load_dict=load_dict, map_location=engine.state.device).attach(engine)

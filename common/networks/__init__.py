@@ -13,6 +13,12 @@ from common.networks.dcgan import (
     stride2_padding,
 )
 from common.networks.init import NORM_CHOICES, group_count, resolve_norm, weights_init_dcgan
+from common.networks.lapgan import (
+    LAPGANGenerator,
+    LaplacianStageGenerator,
+    MultiScaleDiscriminator,
+    PyramidGenerator,
+)
 
 __all__ = [
     "NORM_CHOICES",
@@ -20,7 +26,11 @@ __all__ = [
     "ACGANGenerator",
     "DCGANDiscriminator",
     "DCGANGenerator",
+    "LAPGANGenerator",
+    "LaplacianStageGenerator",
     "LesionClassifier",
+    "MultiScaleDiscriminator",
+    "PyramidGenerator",
     "group_count",
     "resolve_norm",
     "stride2_padding",

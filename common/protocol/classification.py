@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from monai.transforms import Compose
 
@@ -21,18 +22,26 @@ from common.data.datalist import read_datalist
 from common.engines.classifier_training import ClassifierRecipe, evaluate_classifier, fit_classifier
 from common.engines.gan_training import GANRecipe, fit_gans, load_generators
 from common.engines.generation import generate_synthetic_set
+from common.protocol.export import export_best_model
 from common.protocol.folds import load_or_make_splits, select
-from common.protocol.report import compare_arms, summarize_arms, write_report
+from common.protocol.report import SUMMARY_METRICS, compare_arms, merge_fold_sections, summarize_arms, write_report
+from common.protocol.tasks import BACKGROUND_CLASSES, ClassificationTask, make_tasks, relabel
 
 logger = logging.getLogger(__name__)
 
 #: what each arm trains the classifier on: real images?, synthetic images?, classic augmentation?
 ARMS: dict[str, dict[str, bool]] = {
     "baseline": {"real": True, "synthetic": False, "augment": False},
+    # MelanoGANs' classic answer to class imbalance: re-sample the real training images until the classes are balanced.
+    "oversampling": {"real": True, "synthetic": False, "augment": False, "oversample": True},
     "classic": {"real": True, "synthetic": False, "augment": True},
     "classic+synthetic": {"real": True, "synthetic": True, "augment": True},
     "real+synthetic": {"real": True, "synthetic": True, "augment": False},
     "synthetic_only": {"real": False, "synthetic": True, "augment": False},
+    # He et al. 2019 name the baseline "real": trained on real images only (the same as "baseline").
+    "real": {"real": True, "synthetic": False, "augment": False},
+    # He et al. 2019: start from the synthetic_only arm's selected model, then fine-tune it on the real images.
+    "pretrain_synthetic+finetune": {"real": True, "synthetic": False, "augment": False, "pretrain_synthetic": True},
 }
 
 
@@ -56,6 +65,19 @@ class ClassificationProtocol:
         comparisons: pairs of arms whose paired per-fold difference gets a verdict in the report.
         paper_reference: the paper's numbers per arm, copied into the report beside ours.
         audit: run the synthesis-quality and privacy audit (``common.audit``) on each fold's synthetic set.
+        synthetic_balance: None: ``n_synthetic_per_class`` images for every class (Frid-Adar). A number r: as
+            many synthetic images per class as lift its real training count to r x the largest class's (1.0 =
+            until balanced; MelanoGANs), so only minority classes get images, and GANs, at all.
+        synthetic_classes: with ``synthetic_balance``, the classes that may get synthetic images (e.g.
+            ``["melanoma"]``); default every class below the target.
+        tasks: task specs (``common.protocol.tasks``: ``"multiclass"``, ``"<class>_vs_rest"``, ``"one_vs_rest"``);
+            every arm runs for every task on the same folds and synthetic sets, and the report gets a ``tasks``
+            section (its top-level ``arms`` are the first task's). ``None``: the data set's classes only, as before.
+        background_classes: classes that ``"one_vs_rest"`` does not make a positive class (``normal``, ``other``).
+        finetune_epochs, finetune_lr_scale: the fine-tuning stage of ``pretrain_synthetic+finetune`` (epochs,
+            default ``classifier_epochs``; learning rate = the recipe's x this factor). That arm starts from the
+            ``synthetic_only`` arm's model of the same fold and task (trained first if that arm is not listed), with
+            model selection on the validation patients, like every arm.
     """
 
     def __init__(
@@ -92,6 +114,12 @@ class ClassificationProtocol:
         device: str | torch.device = "cpu",
         num_workers: int = 0,
         progress: bool = False,
+        tasks: Sequence[str] | None = None,
+        synthetic_balance: float | None = None,
+        synthetic_classes: Sequence[str] | None = None,
+        background_classes: Sequence[str] = BACKGROUND_CLASSES,
+        finetune_epochs: int | None = None,
+        finetune_lr_scale: float = 1.0,
     ) -> None:
         unknown = [a for a in arms if a not in ARMS]
         if unknown:
@@ -126,19 +154,41 @@ class ClassificationProtocol:
         self.device = torch.device(device)
         self.num_workers = num_workers
         self.progress = progress
+        self.synthetic_balance = None if synthetic_balance is None else float(synthetic_balance)
+        self.synthetic_classes = None if synthetic_classes is None else [str(c) for c in synthetic_classes]
+        unknown_classes = [c for c in self.synthetic_classes or [] if c not in self.class_names]
+        if unknown_classes:
+            raise ValueError(f"synthetic_classes {unknown_classes} are not among {self.class_names}")
+        self.tasks = make_tasks(self.class_names, tasks, background_classes) if tasks else None
+        self.finetune_epochs = finetune_epochs
+        self.finetune_lr_scale = float(finetune_lr_scale)
 
     @property
     def needs_synthetic(self) -> bool:
-        return any(ARMS[a]["synthetic"] for a in self.arms)
+        return any(ARMS[a]["synthetic"] or ARMS[a].get("pretrain_synthetic") for a in self.arms)
+
+    def synthetic_counts(self, train: list[dict]) -> list[int]:
+        """Synthetic images per class for a fold's training items (see ``synthetic_balance``)."""
+        if self.synthetic_balance is None:
+            return [self.n_synthetic] * len(self.class_names)
+        real = np.bincount([int(it["label"]) for it in train], minlength=len(self.class_names))
+        target = int(round(self.synthetic_balance * real.max()))
+        allowed = set(self.synthetic_classes) if self.synthetic_classes is not None else set(self.class_names)
+        return [max(0, target - int(n)) if c in allowed else 0 for c, n in zip(self.class_names, real)]
 
     def _synthetic_items(self, fold: int, train: list[dict]) -> list[dict]:
         fold_dir = self.output_dir / f"fold{fold}"
         syn_dir = fold_dir / "synthetic"
         datalist = syn_dir / "datalist.json"
+        counts = self.synthetic_counts(train)
+        if not sum(counts):
+            return []
         if datalist.is_file():
             items = read_datalist(str(datalist))["training"]
-            if len(items) == self.n_synthetic * len(self.class_names):
+            if len(items) == sum(counts):
                 return items
+        # per-class GANs only for the classes that get images (all classes when not balancing)
+        gan_classes = [c for c, n in zip(self.class_names, counts) if n > 0] if self.per_class_gan else None
         gan_dir = fold_dir / "gan"
         fit_gans(
             self.gan_recipe,
@@ -147,6 +197,7 @@ class ClassificationProtocol:
             str(gan_dir),
             class_names=self.class_names,
             per_class=self.per_class_gan,
+            classes=gan_classes,
             max_epochs=self.gan_epochs,
             batch_size=self.gan_batch_size,
             device=self.device,
@@ -159,11 +210,11 @@ class ClassificationProtocol:
             progress=self.progress,
             tensorboard=False,
         )
-        gens = load_generators(self.gan_recipe, str(gan_dir), self.class_names, device=self.device)
+        gens = load_generators(self.gan_recipe, str(gan_dir), self.class_names, device=self.device, classes=gan_classes)
         path = generate_synthetic_set(
             gens,
             self.class_names,
-            self.n_synthetic,
+            counts,
             str(syn_dir),
             a_min=self.a_min,
             a_max=self.a_max,
@@ -174,23 +225,72 @@ class ClassificationProtocol:
         )
         return read_datalist(path)["training"]
 
-    def _run_arm(self, fold: int, arm: str, train, val, test, synthetic) -> dict:
-        result_file = self.output_dir / f"fold{fold}" / "arms" / arm.replace("+", "_plus_") / "result.json"
+    def _arm_dir(self, fold: int, arm: str, task: ClassificationTask | None = None) -> Path:
+        base = self.output_dir / f"fold{fold}"
+        if task is not None:
+            base = base / "tasks" / task.name
+        return base / "arms" / arm.replace("+", "_plus_")
+
+    def _task_recipe(self, task: ClassificationTask | None) -> ClassifierRecipe:
+        """The classifier recipe for ``task``: its network callable gets ``num_classes=<the task's>`` (the network
+        must take that keyword, as ``LesionClassifier`` does) when the task has another number of classes."""
+        base = self.classifier_recipe
+        if task is None or len(task.class_names) == len(self.class_names):
+            return base
+        k = len(task.class_names)
+        return ClassifierRecipe(
+            network=lambda: base.network(num_classes=k),
+            optimizer=base.optimizer,
+            class_weighted_loss=base.class_weighted_loss,
+        )
+
+    def _pretrained_recipe(self, fold: int, train, val, test, synthetic, task) -> ClassifierRecipe:
+        """The classifier recipe of the fine-tuning stage: the synthetic_only arm's selected model (trained now if
+        it is not on disk), and the recipe's optimiser with its learning rate scaled by ``finetune_lr_scale``."""
+        model_file = self._arm_dir(fold, "synthetic_only", task) / "best_model.pt"
+        if not (model_file.is_file() and model_file.with_name("result.json").is_file()):
+            self._run_arm(fold, "synthetic_only", train, val, test, synthetic, task=task)
+        base, scale = self._task_recipe(task), self.finetune_lr_scale
+
+        def network():
+            net = base.network()
+            net.load_state_dict(torch.load(model_file, map_location="cpu", weights_only=True))
+            return net
+
+        def optimizer(params):
+            opt = base.optimizer(params)
+            for group in opt.param_groups:
+                group["lr"] = group["lr"] * scale
+            return opt
+
+        return ClassifierRecipe(network=network, optimizer=optimizer, class_weighted_loss=base.class_weighted_loss)
+
+    def _run_arm(
+        self, fold: int, arm: str, train, val, test, synthetic, task: ClassificationTask | None = None
+    ) -> dict:
+        result_file = self._arm_dir(fold, arm, task) / "result.json"
         if result_file.is_file():
             return json.loads(result_file.read_text())
         spec = ARMS[arm]
+        class_names = list(task.class_names) if task is not None else self.class_names
+        recipe, epochs = self._task_recipe(task), self.classifier_epochs
+        if spec.get("pretrain_synthetic"):
+            recipe = self._pretrained_recipe(fold, train, val, test, synthetic, task)
+            epochs = self.finetune_epochs or self.classifier_epochs
         real = list(train) * (self.augment_repeats if spec["augment"] else 1) if spec["real"] else []
+        if spec.get("oversample"):
+            real = oversample(real, seed=self.seed + fold)
         items = real + (list(synthetic) if spec["synthetic"] else [])
         logger.info(f"fold {fold}, arm '{arm}': {len(items)} training images ({len(val)} val, {len(test)} test)")
         fit = fit_classifier(
-            self.classifier_recipe,
+            recipe,
             items,
             val,
             self.transforms,
             self.transforms,
             str(result_file.parent),
-            num_classes=len(self.class_names),
-            max_epochs=self.classifier_epochs,
+            num_classes=len(class_names),
+            max_epochs=epochs,
             batch_size=self.classifier_batch_size,
             device=self.device,
             seed=self.seed + fold,
@@ -198,7 +298,7 @@ class ClassificationProtocol:
             augment=self.augmentation if spec["augment"] else None,
         )
         metrics = evaluate_classifier(
-            fit["network"], test, self.transforms, self.class_names, device=self.device, num_workers=0
+            fit["network"], test, self.transforms, class_names, device=self.device, num_workers=0
         )
         metrics.update(
             {"best_val_balanced_accuracy": fit["best_metric"], "best_epoch": fit["best_epoch"], "n_train": len(items)}
@@ -231,15 +331,24 @@ class ClassificationProtocol:
             str(self.output_dir / "splits.json"), self.items, self.k, self.seed, self.val_fraction
         )
         per_fold: dict[str, list[dict]] = {a: [] for a in self.arms}
+        per_task: dict[str, dict[str, list[dict]]] = {t.name: {a: [] for a in self.arms} for t in self.tasks or []}
         audits = []
         for fold, split in enumerate(splits["folds"]):
             train, val, test = (select(self.items, split[s]) for s in ("train", "val", "test"))
             synthetic = self._synthetic_items(fold, train) if self.needs_synthetic else []
-            for arm in self.arms:
+            for task in self.tasks or []:
+                # Same patients and synthetic images for every task: only the labels change.
+                sets = [relabel(x, task) for x in (train, val, test, synthetic)]
+                for arm in self.arms:
+                    per_task[task.name][arm].append(self._run_arm(fold, arm, *sets, task=task))
+            for arm in self.arms if not self.tasks else ():
                 per_fold[arm].append(self._run_arm(fold, arm, train, val, test, synthetic))
             audit = self._audit(fold, train, test, synthetic)
             if audit:
                 audits.append(audit)
+        tasks_section = self._tasks_section(per_task) if self.tasks else None
+        if self.tasks:
+            per_fold = per_task[self.tasks[0].name]
         report = {
             "bundle": self.bundle,
             "paper": self.paper,
@@ -255,6 +364,8 @@ class ClassificationProtocol:
                 "n_synthetic_per_class": self.n_synthetic,
                 "augment_repeats": self.augment_repeats,
                 "per_class_gan": self.per_class_gan,
+                "synthetic_balance": self.synthetic_balance,
+                "synthetic_classes": self.synthetic_classes,
                 "val_fraction": self.val_fraction,
             },
             "arms": summarize_arms(per_fold),
@@ -264,18 +375,73 @@ class ClassificationProtocol:
             "privacy": _merge_folds([a.get("privacy", {}) for a in audits]),
             "notes": self.notes,
         }
+        if tasks_section is not None:
+            report["primary_task"] = self.tasks[0].name
+            report["tasks"] = tasks_section
         write_report(report, str(self.output_dir))
         logger.info(f"report written to {self.output_dir / 'report.json'}")
         return report
 
+    def export_best_classifier(self) -> dict:
+        """Copy the classifier of the best arm and fold (primary task), by *validation* balanced accuracy, to
+        ``<output_dir>/classifier.pt`` (what a bundle's ``classify.json`` loads); ``classifier.json`` records it."""
+        task = self.tasks[0] if self.tasks else None
+        candidates = [
+            (arm, fold, self._arm_dir(fold, arm, task) / "result.json") for arm in self.arms for fold in range(self.k)
+        ]
+        names = list(task.class_names) if task is not None else self.class_names
+        return export_best_model(
+            candidates, "best_val_balanced_accuracy", self.output_dir / "classifier.pt", class_names=names
+        )
+
+    def _tasks_section(self, per_task: dict[str, dict[str, list[dict]]]) -> dict:
+        """Per task: class names, arms (mean/std/CI over folds), comparisons and the paper's numbers for it; plus
+        ``binary_mean``, each fold's metrics averaged over the binary tasks (He et al.'s "mean accuracy")."""
+        refs = self.paper_reference.get("tasks", {})
+        section = {}
+        for task in self.tasks:
+            section[task.name] = {
+                "class_names": list(task.class_names),
+                "arms": summarize_arms(per_task[task.name]),
+                "comparisons": compare_arms(per_task[task.name], self.comparisons),
+                "paper_reference": refs.get(task.name, {}),
+            }
+        binary = [t.name for t in self.tasks if len(t.class_names) == 2]
+        if len(binary) > 1:
+
+            def fold_mean(arm: str, fold: int) -> dict:
+                return {m: float(np.nanmean([per_task[t][arm][fold].get(m, np.nan) for t in binary])) for m in metrics}
+
+            metrics = [m for m in SUMMARY_METRICS if m != "auc"]  # AUC is NaN where a fold lacks a sign: keep it out
+            mean_per_fold = {arm: [fold_mean(arm, f) for f in range(self.k)] for arm in self.arms}
+            section["binary_mean"] = {
+                "class_names": binary,
+                "arms": summarize_arms(mean_per_fold),
+                "comparisons": compare_arms(mean_per_fold, self.comparisons),
+                "paper_reference": refs.get("binary_mean", {}),
+            }
+        return section
+
 
 def _merge_folds(sections: list[dict]) -> dict:
-    """Per-fold audit sections -> ``{"per_fold": [...], "mean": {numeric key: mean over folds}}``."""
-    if not sections:
-        return {}
-    numeric = {}
-    for key in sections[0]:
-        values = [s.get(key) for s in sections]
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            numeric[key] = sum(values) / len(values)
-    return {"mean": numeric, "per_fold": sections}
+    """Per-fold audit sections -> ``{"mean": {...}, "per_fold": [...]}`` (see ``merge_fold_sections``)."""
+    return merge_fold_sections(sections)
+
+
+def oversample(items: Sequence[dict], seed: int = 0, label_key: str = "label") -> list[dict]:
+    """Class-balanced re-sampling: every class repeated (whole copies, then a seeded random remainder) up to the
+    largest class's count, so that each epoch shows the classes equally often. Items are the same dict objects, so
+    ``cached_dataset`` loads each file once."""
+    by_class: dict[int, list[dict]] = {}
+    for it in items:
+        by_class.setdefault(int(it[label_key]), []).append(it)
+    if not by_class:
+        return []
+    target = max(len(v) for v in by_class.values())
+    rng = np.random.default_rng(seed)
+    out: list[dict] = []
+    for label in sorted(by_class):
+        group = by_class[label]
+        whole, rest = divmod(target, len(group))
+        out += group * whole + [group[i] for i in sorted(rng.choice(len(group), rest, replace=False))]
+    return out

@@ -51,6 +51,21 @@ def compare_arms(per_fold: dict[str, list[dict]], pairs: Sequence[tuple[str, str
     return out
 
 
+def merge_fold_sections(sections: list[dict]) -> dict:
+    """Per-fold audit sections -> ``{"mean": {key: mean over folds}, "per_fold": [...]}``; numbers and
+    ``{"value": number, ...}`` entries are averaged, anything else is left in ``per_fold`` only."""
+    if not sections:
+        return {}
+    mean = {}
+    for key in sections[0]:
+        values = [s.get(key) for s in sections]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            mean[key] = float(np.mean(values))
+        elif all(isinstance(v, dict) and isinstance(v.get("value"), (int, float)) for v in values):
+            mean[key] = float(np.mean([v["value"] for v in values]))
+    return {"mean": mean, "per_fold": sections}
+
+
 def _fmt(s: dict | None, pct: bool = True) -> str:
     if not s or s.get("mean") is None:
         return "n/a"
@@ -62,7 +77,9 @@ def _fmt(s: dict | None, pct: bool = True) -> str:
 def render_markdown(report: dict) -> str:
     """A human summary of ``report``: per-arm table (mean ± std [95 % CI], in %), the paper's values, verdicts."""
     arms = report["arms"]
-    metrics = [m for m in SUMMARY_METRICS if any(m in a["metrics"] for a in arms.values())]
+    # a report names its own metrics (e.g. Dice for segmentation); classification ones by default
+    names = report.get("metric_names") or SUMMARY_METRICS
+    metrics = [m for m in names if any(m in a["metrics"] for a in arms.values())]
     ref = report.get("paper_reference", {})
     lines = [
         f"# {report['bundle']}: {report.get('paper', '')}",
@@ -79,19 +96,37 @@ def render_markdown(report: dict) -> str:
     if report.get("comparisons"):
         lines += ["", "## Does the synthetic data help?", ""]
         for name, res in report["comparisons"].items():
-            for m in ("accuracy", "sensitivity", "specificity", "auc"):
+            for m in report.get("metric_names") or ("accuracy", "sensitivity", "specificity", "auc"):
                 if m in res:
                     s = res[m]
                     lines.append(
                         f"- {name}, {m}: difference {100 * s['mean']:+.1f} points "
                         f"[{100 * s['ci95'][0]:+.1f}, {100 * s['ci95'][1]:+.1f}] -> **{s['verdict']}**"
                     )
+    lines += _task_lines(report)
     for section in ("synthesis", "privacy"):
         if report.get(section):
             lines += ["", f"## {section.capitalize()}", "", "```", json.dumps(report[section], indent=1)[:4000], "```"]
     if report.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def _task_lines(report: dict) -> list[str]:
+    """One table per task of a multi-task report (``report["tasks"]``), accuracy / sensitivity / specificity."""
+    tasks = report.get("tasks") or {}
+    if not tasks:
+        return []
+    lines = ["", "## Per task", "", f"The arms table above is the task **{report.get('primary_task', '?')}**."]
+    for name, task in tasks.items():
+        ref = task.get("paper_reference", {})
+        metrics = ("accuracy", "sensitivity", "specificity", "balanced_accuracy")
+        lines += ["", f"### {name} ({', '.join(task.get('class_names', []))})", ""]
+        lines += ["| arm | " + " | ".join(metrics) + " | paper |", "|---|" + "---|" * (len(metrics) + 1)]
+        for arm, res in task["arms"].items():
+            paper = ", ".join(f"{k} {100 * v:.1f}" for k, v in ref.get(arm, {}).items()) or "-"
+            lines.append(f"| {arm} | " + " | ".join(_fmt(res["metrics"].get(m)) for m in metrics) + f" | {paper} |")
+    return lines
 
 
 def plot_arms(report: dict, path: str) -> str | None:
@@ -104,7 +139,8 @@ def plot_arms(report: dict, path: str) -> str | None:
     except ImportError:  # figures are optional; the numbers are in report.json
         return None
     arms = list(report["arms"])
-    metrics = [m for m in ("accuracy", "sensitivity", "specificity", "auc") if m in report["arms"][arms[0]]["metrics"]]
+    names = report.get("metric_names") or ("accuracy", "sensitivity", "specificity", "auc")
+    metrics = [m for m in names if m in report["arms"][arms[0]]["metrics"]]
     fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(metrics), 3.6))
     width = 0.8 / max(1, len(arms))
     for i, arm in enumerate(arms):

@@ -110,6 +110,26 @@ def test_protocol_report_has_arms_with_uncertainty_and_paper_numbers(tmp_path):
         assert not gan_items & set(split["test"])
         assert (out / f"fold{fold}" / "synthetic" / "datalist.json").is_file()
 
+    # the exported classifier, chosen on validation scores, loads as MONAI Label loads a bundle (infer workflow)
+    chosen = json.loads((out / "classifier.json").read_text())
+    assert chosen["arm"] in report["arms"] and (out / "classifier.pt").is_file()
+    wf = ConfigWorkflow(
+        config_file=_configs("classify"),
+        meta_file=str(CONFIGS / "metadata.json"),
+        logging_file=False,
+        workflow_type="infer",
+        output_dir=str(tmp_path),
+        bundle_root=str(BUNDLE),
+        dataset_dir=str(tmp_path / "phantom"),
+        image_size=32,
+        classifier_channels=[8, 8, 8],
+    )
+    wf.initialize()
+    assert wf.check_properties() in (None, [])
+    wf.run()
+    rows = (tmp_path / "predictions" / "predictions.csv").read_text().splitlines()
+    assert len(rows) == 36 and {r.rsplit(",", 1)[1] for r in rows} <= {"0.0", "1.0", "2.0"}
+
 
 @pytest.mark.slow
 def test_same_seed_same_numbers(tmp_path):

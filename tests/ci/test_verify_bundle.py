@@ -147,6 +147,7 @@ def make_bundle(root: Path) -> Path:
     _write_json(configs / "inference.json", _inference())
     _write_json(configs / "evaluate.json", {"run": ["$print('the protocol would run here')"]})
     _write_json(configs / "quick.json", {"max_epochs": 1})
+    _write_json(configs / "multi_gpu_train.json", {"device": "$torch.device('cpu')"})
     (configs / "logging.conf").write_text(LOGGING_CONF, encoding="utf-8")
     (root / "docs").mkdir()
     (root / "docs" / "README.md").write_text("# Fixture bundle\n", encoding="utf-8")
@@ -644,3 +645,29 @@ def test_repository_bundle_smoke(name: str) -> None:
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _git(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def test_changed_bundle_needs_a_version_bump(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+    repo = tmp_path / "repo"
+    b = make_bundle(repo / "bundles" / "toy")
+    _git(repo, "init", "-q")
+    _git(repo, "-c", "user.email=ci@x", "-c", "user.name=ci", "add", ".")
+    _git(repo, "-c", "user.email=ci@x", "-c", "user.name=ci", "commit", "-q", "-m", "release 0.2.0")
+    monkeypatch.setattr(vb, "REPO_ROOT", repo)
+    code, lines = run_verifier(b, capsys, "--base", "HEAD")
+    assert lines_with(lines, "PASS version_bump: unchanged")
+    (b / "docs" / "README.md").write_text("# Fixture bundle, better documented\n", encoding="utf-8")
+    code, lines = run_verifier(b, capsys, "--base", "HEAD")
+    assert code == 1 and lines_with(lines, "FAIL version_bump: 1 file(s) changed since HEAD (e.g. bundles/toy/docs")
+
+    def bump(meta: dict) -> None:
+        meta["version"] = "0.3.0"
+        meta["changelog"]["0.3.0"] = "better docs"
+
+    edit_json(b / "configs" / "metadata.json", bump)
+    code, lines = run_verifier(b, capsys, "--base", "HEAD")
+    assert lines_with(lines, "PASS version_bump: 0.2.0 -> 0.3.0")

@@ -71,6 +71,17 @@ def test_resume_continues_from_last_checkpoint(tmp_path):
     assert any(not torch.equal(first[k], v) for k, v in torch.load(tmp_path / "generator.pt").items())
 
 
+def test_resume_skips_a_checkpoint_cut_short_by_a_kill(tmp_path):
+    _fit(tmp_path, epochs=1)
+    torn = tmp_path / "checkpoints" / "checkpoint_epoch=7.pt"  # MONAI's saver writes in place: a kill can leave this
+    torn.write_bytes(b"PK\x03\x04 cut short")
+    assert latest_checkpoint(str(tmp_path / "checkpoints")) == str(torn)
+    assert latest_checkpoint(str(tmp_path / "checkpoints"), complete_only=True).endswith("epoch=1.pt")
+    out = _fit(tmp_path, epochs=2)  # resumes from epoch 1 instead of failing on the torn file
+    assert len(out["history"]) == 1
+    assert [line.split(",")[0] for line in (tmp_path / "train_log.csv").read_text().splitlines()[1:]] == ["1", "2"]
+
+
 def test_last_epoch_is_checkpointed_even_off_the_interval(tmp_path):
     _fit(tmp_path, epochs=3, checkpoint_interval=2)
     names = sorted(p.name for p in (tmp_path / "checkpoints").glob("*.pt"))

@@ -5,9 +5,15 @@ the instance to ``common.data.load_classification_dataset(..., phantom=..., phan
 """
 
 from common.data.phantoms.base import Phantom
+from common.data.phantoms.brain import BrainTumourPhantom
+from common.data.phantoms.dermoscopy import DermoscopyPhantom
 from common.data.phantoms.liver import LiverLesionPhantom
+from common.data.phantoms.lung import LungSignPhantom
 
 #: Phantoms by name, for code that picks one from a string.
 PHANTOMS: dict[str, type[Phantom]] = {LiverLesionPhantom.name: LiverLesionPhantom}
+PHANTOMS[LungSignPhantom.name] = LungSignPhantom
+PHANTOMS[DermoscopyPhantom.name] = DermoscopyPhantom
+PHANTOMS[BrainTumourPhantom.name] = BrainTumourPhantom
 
-__all__ = ["PHANTOMS", "LiverLesionPhantom", "Phantom"]
+__all__ = ["PHANTOMS", "BrainTumourPhantom", "DermoscopyPhantom", "LiverLesionPhantom", "LungSignPhantom", "Phantom"]

@@ -1,0 +1,220 @@
+"""Dermoscopy data sets (MelanoGANs): ISIC ground-truth CSVs, folder-per-class sets, RGB input.
+
+``load_skin_dataset(dataset_dir)`` reads, in this order (the first that matches wins):
+
+1. an ISIC ground-truth CSV (``image_id,melanoma,seborrheic_keratosis``, as ISIC 2017 Part 3): a ``.csv`` file, or
+   a folder holding one. Images ``<image_id>.jpg|.jpeg|.png`` are looked up in the CSV's folder and below it.
+   Classes, as ISIC 2017 defines them: ``melanoma`` = 1 -> melanoma, ``seborrheic_keratosis`` = 1 ->
+   seborrheic_keratosis, both 0 -> nevus;
+2. a folder with a ``Train``/``train``/``Training``/``training`` sub-folder of class folders (the Kaggle ISIC
+   layout of ``../shared/data/isic9``): folder per class inside it;
+3. everything ``common.data.load_classification_dataset`` reads (the phantom, a datalist, a ``path,label`` CSV,
+   one sub-folder per class).
+
+Every image is read once at loading (corrupt file, NaN, or a channel count other than 1, 3 or 4 stops there with
+the file's name).
+
+``rgb_classification_transforms`` is the load chain for training and evaluation: load, 3 channels, resize to the
+working resolution (area), 0..255 -> [-1, 1], plain float tensor.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import Compose, EnsureTyped, LoadImaged, MapTransform, Resized, ScaleIntensityRanged
+
+from common.data.classification import load_classification_dataset
+from common.data.io import read_image
+from common.errors import DataError
+
+__all__ = ["ISIC_CLASSES", "ToRGBd", "load_skin_dataset", "read_isic_ground_truth", "rgb_classification_transforms"]
+
+#: ISIC 2017's three classes, in the label order the phantom uses too.
+ISIC_CLASSES = ("nevus", "melanoma", "seborrheic_keratosis")
+_TRAIN_FOLDERS = ("Train", "train", "Training", "training")
+_ISIC_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def _is_isic(path: Path) -> bool:
+    """True when the CSV's header has ISIC ground-truth columns (``image_id`` and ``melanoma``)."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            header = next(csv.reader(handle), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+    return {"image_id", "melanoma"} <= {h.strip() for h in header}
+
+
+def _isic_csv_in(folder: Path) -> Path | None:
+    return next((path for path in sorted(folder.glob("*.csv")) if _is_isic(path)), None)
+
+
+def _flag(value: str, where: str, column: str) -> bool:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: column '{column}' must be 0 or 1, got {value!r}") from None
+    if number not in (0.0, 1.0):
+        raise DataError(f"{where}: column '{column}' must be 0 or 1, got {value!r}")
+    return number == 1.0
+
+
+def read_isic_ground_truth(csv_path: str | os.PathLike, image_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Read an ISIC 2017-style ground truth ``image_id,melanoma[,seborrheic_keratosis]`` into labelled items.
+
+    Args:
+        csv_path: the CSV.
+        image_dir: where the images are (searched recursively); default the CSV's folder.
+
+    Returns:
+        ``{"items": [{"image", "label", "patient"}], "class_names": list(ISIC_CLASSES), "source": "isic_csv"}``.
+
+    Raises:
+        DataError: naming the CSV row for a missing image, a flag other than 0/1, or both flags set.
+    """
+    csv_path = Path(csv_path)
+    root = Path(image_dir) if image_dir is not None else csv_path.parent
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"cannot read ISIC ground truth '{csv_path}': {exc}") from exc
+    if not rows or not {"image_id", "melanoma"} <= set(rows[0]):
+        raise DataError(f"ISIC ground truth '{csv_path}' needs columns image_id,melanoma[,seborrheic_keratosis]")
+    index: dict[str, Path] = {}
+    for path in sorted(root.rglob("*")):
+        if path.suffix.lower() in _ISIC_SUFFIXES and not path.name.startswith("."):
+            index.setdefault(path.stem, path)
+    items = []
+    for line, row in enumerate(rows, start=2):
+        where = f"ISIC ground truth '{csv_path}' row {line}"
+        image_id = (row.get("image_id") or "").strip()
+        if not image_id:
+            raise DataError(f"{where}: empty image_id")
+        if image_id not in index:
+            raise DataError(f"{where}: no image '{image_id}.jpg|.png' under '{root}'")
+        melanoma = _flag(row.get("melanoma"), where, "melanoma")
+        keratosis = _flag(row.get("seborrheic_keratosis", "0"), where, "seborrheic_keratosis")
+        if melanoma and keratosis:
+            raise DataError(f"{where}: '{image_id}' is marked both melanoma and seborrheic_keratosis")
+        label = 1 if melanoma else 2 if keratosis else 0
+        items.append({"image": str(index[image_id]), "label": label, "patient": image_id})
+    return {"items": items, "class_names": list(ISIC_CLASSES), "source": "isic_csv", "datalist": None}
+
+
+def _check_rgb(items: Sequence[Mapping[str, Any]], key: str = "image") -> None:
+    for item in items:
+        array = read_image(item[key])  # DataError for a missing, corrupt or NaN image
+        if array.ndim != 3 or array.shape[0] not in (1, 3, 4):
+            raise DataError(
+                f"image '{item[key]}' has shape {tuple(array.shape)}: expected a 2-D RGB, RGBA or gray image"
+            )
+
+
+def load_skin_dataset(
+    dataset_dir: str | os.PathLike,
+    *,
+    phantom: Any = None,
+    phantom_dir: str | os.PathLike | None = None,
+    class_names: Sequence[str] | None = None,
+    required_classes: Sequence[str] = (),
+    min_per_class: int = 1,
+    validate: bool = True,
+) -> dict[str, Any]:
+    """Find, read and check a dermoscopy data set (see the module docstring for the layouts).
+
+    ``required_classes`` (e.g. the classes to synthesise) must be among the data set's classes.
+
+    Returns the dict of ``load_classification_dataset`` (``items``, ``class_names``, ``source``, ``datalist``) plus
+    ``dataset_dir`` and ``counts`` (images per class). The tasks (melanoma vs rest, multi-class) are made from it
+    by the protocol (``common.protocol.tasks``), on the same folds.
+    """
+    path = Path(os.path.abspath(os.path.expanduser(str(dataset_dir))))
+    is_phantom = phantom_dir is not None and path == Path(os.path.abspath(os.path.expanduser(str(phantom_dir))))
+    isic_csv = None
+    if not is_phantom and path.exists():
+        if path.is_file() and path.suffix.lower() == ".csv" and _is_isic(path):
+            isic_csv = path
+        elif path.is_dir():
+            isic_csv = _isic_csv_in(path)
+    if isic_csv is not None:
+        dataset = read_isic_ground_truth(isic_csv)
+        if class_names is not None and list(class_names) != dataset["class_names"]:
+            raise DataError(f"'{isic_csv}': ISIC classes {dataset['class_names']} differ from class_names")
+    else:
+        nested = next((path / n for n in _TRAIN_FOLDERS if not is_phantom and (path / n).is_dir()), None)
+        dataset = load_classification_dataset(
+            nested or path, phantom=phantom, phantom_dir=phantom_dir, class_names=class_names, min_per_class=1
+        )
+    absent = [c for c in required_classes if c not in dataset["class_names"]]
+    if absent:
+        raise DataError(
+            f"dataset_dir '{path}': class(es) {absent} (keys 'gan_classes' / 'tasks') are not among its classes "
+            f"{dataset['class_names']}"
+        )
+    if validate:
+        _check_rgb(dataset["items"])
+    counts = {name: 0 for name in dataset["class_names"]}
+    for item in dataset["items"]:
+        counts[dataset["class_names"][item["label"]]] += 1
+    few = {name: n for name, n in counts.items() if n < max(1, min_per_class)}
+    if few:
+        raise DataError(f"dataset_dir '{path}': class(es) {few} have fewer than {max(1, min_per_class)} images")
+    return dict(dataset, dataset_dir=str(path), counts=counts)
+
+
+class ToRGBd(MapTransform):
+    """Make channel-first images 3-channel: gray is repeated, an alpha channel is dropped; anything else is a
+    ``DataError`` naming the file (``<key>_meta_dict`` / MetaTensor meta ``filename_or_obj``)."""
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = d[key]
+            channels = image.shape[0]
+            if channels == 3:
+                continue
+            if channels == 1:
+                d[key] = (
+                    image.repeat(3, *([1] * (image.ndim - 1)))
+                    if isinstance(image, torch.Tensor)
+                    else np.repeat(image, 3, axis=0)
+                )
+            elif channels == 4:
+                d[key] = image[:3]
+            else:
+                name = getattr(image, "meta", {}).get("filename_or_obj", key)
+                raise DataError(f"image '{name}' has {channels} channels: expected RGB, RGBA or gray")
+        return d
+
+
+def rgb_classification_transforms(
+    image_size: int, a_min: float = 0.0, a_max: float = 255.0, keys: Sequence[str] = ("image",)
+) -> Compose:
+    """``LoadImaged`` -> 3 channels -> resize to ``image_size`` (area) -> [a_min, a_max] to [-1, 1] -> tensor.
+
+    Deterministic, so ``CacheDataset`` caches the result and every image is decoded and resized once per run.
+    ``mode="area"`` averages when shrinking (no aliasing: 180 or 1024 px ISIC images to 64-256 px).
+    """
+    keys = list(keys)
+    size = (int(image_size), int(image_size))
+    return Compose(
+        [
+            LoadImaged(keys=keys, ensure_channel_first=True, image_only=True),
+            ToRGBd(keys=keys),
+            Resized(keys=keys, spatial_size=size, mode="area"),
+            ScaleIntensityRanged(keys=keys, a_min=a_min, a_max=a_max, b_min=-1.0, b_max=1.0, clip=True),
+            EnsureTyped(keys=keys, dtype=torch.float32, track_meta=False),
+        ]
+    )

@@ -1,0 +1,283 @@
+"""Synthetic learning (Schonfeld & Veeravagu 2022): train a classifier on real images, or on the synthetic images of
+one generator alone, and test it on held-out real images; one arm per generator variant.
+
+Per fold (patient-separated, made once and saved): every generator variant (StyleGAN2-ADA, SpineGAN with the clinical
+loss, DP-SGD at several epsilons, ...) trains on the fold's training images only; it writes
+``n_synthetic_per_class`` images per class; a fresh classifier trains on them with model selection on the fold's
+*real* validation split (never the test split), and is scored once on the test split. The ``real`` arm trains on the
+real training images. ROC AUC gets a per-fold bootstrap 95 % CI (test images resampled) next to the across-fold
+mean/std/t-CI; each DP arm carries its (epsilon, delta). Every finished step leaves a file, so a killed run resumes.
+
+Arms are named ``real`` and ``synthetic_only:<generator>``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.transforms import Compose
+
+from common.data.datalist import read_datalist
+from common.engines.classifier_training import ClassifierRecipe, fit_classifier, predict_probs
+from common.engines.gan_training import GANRecipe, fit_gans, load_generators
+from common.engines.generation import generate_synthetic_set
+from common.metrics.classification import classification_metrics
+from common.metrics.stats import bootstrap_ci
+from common.protocol.classification import _merge_folds
+from common.protocol.folds import load_or_make_splits, select
+from common.protocol.report import compare_arms, summarize_arms, write_report
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["SyntheticLearningProtocol", "binary_auc"]
+
+
+def binary_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """ROC AUC of ``scores`` for ``labels`` in {0, 1} (Mann-Whitney, ties count half); NaN with one class."""
+    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels).astype(bool)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores), dtype=np.float64)
+    sorted_scores = scores[order]
+    # average ranks of ties
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    avg = first + (counts - 1) / 2.0 + 1.0
+    ranks[order] = np.repeat(avg, counts)
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+class SyntheticLearningProtocol:
+    """Run the synthetic-learning protocol; write ``report.json`` / ``report.md`` / figures into ``output_dir``.
+
+    Args:
+        dataset: output of ``common.data.load_classification_dataset`` (2 classes: normal, abnormal).
+        output_dir: splits, per-fold GANs, synthetic sets, classifiers and the report.
+        generators: ``{name: GANRecipe}``, one conditional GAN each (e.g. ``stylegan2_variants(...)``).
+        classifier_recipe: the downstream classifier.
+        transforms: load -> [-1, 1] for every set.
+        real_arm: include the ``real`` arm.
+        positive_class: the label whose probability is the AUC score (abnormal = 1).
+        bootstrap_resamples: resamples of each fold's test set for the AUC CI.
+        classifier_augment: batch augmentation of every arm's classifier training batches (None: none).
+        audit: synthesis-quality and privacy audit (``common.audit``) of each generator's set in each fold.
+        audit_max_images: seeded random subset of each set (train / test / synthetic) the audit reads; None: all.
+    """
+
+    def __init__(
+        self,
+        dataset: dict,
+        output_dir: str,
+        *,
+        generators: dict[str, GANRecipe],
+        classifier_recipe: ClassifierRecipe,
+        transforms: Compose,
+        real_arm: bool = True,
+        folds: int = 3,
+        seed: int = 0,
+        val_fraction: float = 0.15,
+        gan_epochs: int = 10,
+        gan_batch_size: int = 16,
+        classifier_epochs: int = 20,
+        classifier_batch_size: int = 64,
+        n_synthetic_per_class: int = 500,
+        checkpoint_interval: int = 1,
+        sample_interval: int = 1,
+        a_min: float = 0.0,
+        a_max: float = 255.0,
+        positive_class: int = 1,
+        bootstrap_resamples: int = 1000,
+        classifier_augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        paper_reference: dict | None = None,
+        comparisons: Sequence[Sequence[str]] = (),
+        bundle: str = "",
+        paper: str = "",
+        audit: bool = True,
+        audit_max_images: int | None = 1000,
+        notes: Sequence[str] = (),
+        device: str | torch.device = "cpu",
+        num_workers: int = 0,
+    ) -> None:
+        if not generators and not real_arm:
+            raise ValueError("SyntheticLearningProtocol: no arms (no generators and real_arm=False)")
+        self.dataset = dataset
+        self.items = list(dataset["items"])
+        self.class_names = list(dataset["class_names"])
+        self.output_dir = Path(output_dir)
+        self.generators = dict(generators)
+        for name, recipe in self.generators.items():
+            if not recipe.conditional:
+                raise ValueError(f"generator '{name}': synthetic learning needs a class-conditional GAN")
+        self.classifier_recipe = classifier_recipe
+        self.transforms = transforms
+        self.real_arm = real_arm
+        self.k, self.seed, self.val_fraction = folds, seed, val_fraction
+        self.gan_epochs, self.gan_batch_size = gan_epochs, gan_batch_size
+        self.classifier_epochs, self.classifier_batch_size = classifier_epochs, classifier_batch_size
+        self.n_synthetic = n_synthetic_per_class
+        self.checkpoint_interval, self.sample_interval = checkpoint_interval, sample_interval
+        self.a_min, self.a_max = a_min, a_max
+        self.positive_class = positive_class
+        self.bootstrap_resamples = bootstrap_resamples
+        self.classifier_augment = classifier_augment
+        self.paper_reference = paper_reference or {}
+        self.comparisons = [tuple(c) for c in comparisons]
+        self.bundle, self.paper = bundle, paper
+        self.audit = audit
+        self.audit_max_images = audit_max_images
+        self.notes = list(notes)
+        self.device = torch.device(device)
+        self.num_workers = num_workers
+
+    @property
+    def arms(self) -> list[str]:
+        return (["real"] if self.real_arm else []) + [f"synthetic_only:{g}" for g in self.generators]
+
+    # ------------------------------------------------------------------ steps
+    def _synthetic(self, fold: int, name: str, train: list[dict]) -> tuple[list[dict], dict | None]:
+        fold_dir = self.output_dir / f"fold{fold}"
+        gan_dir = fold_dir / "gan" / name
+        syn_dir = fold_dir / "synthetic" / name
+        datalist = syn_dir / "datalist.json"
+        recipe = self.generators[name]
+        privacy_file = gan_dir / "conditional" / "privacy.json"
+        if not (
+            datalist.is_file()
+            and len(read_datalist(str(datalist))["training"]) == self.n_synthetic * len(self.class_names)
+        ):
+            fit_gans(
+                recipe, train, self.transforms, str(gan_dir), class_names=self.class_names, per_class=False,
+                max_epochs=self.gan_epochs, batch_size=self.gan_batch_size, device=self.device,
+                seed=self.seed + fold, num_workers=self.num_workers, checkpoint_interval=self.checkpoint_interval,
+                sample_interval=self.sample_interval, progress=False, tensorboard=False,
+            )  # fmt: skip
+            gens = load_generators(recipe, str(gan_dir), self.class_names, device=self.device)
+            generate_synthetic_set(
+                gens, self.class_names, self.n_synthetic, str(syn_dir), a_min=self.a_min, a_max=self.a_max,
+                seed=self.seed + 100 + fold, device=self.device, file_format="png", source=str(gan_dir),
+            )  # fmt: skip
+        privacy = json.loads(privacy_file.read_text()) if privacy_file.is_file() else None
+        return read_datalist(str(datalist))["training"], privacy
+
+    def _classify(self, fold: int, arm: str, train_items, val, test) -> dict:
+        result_file = self.output_dir / f"fold{fold}" / "arms" / arm.replace(":", "_") / "result.json"
+        if result_file.is_file():
+            return json.loads(result_file.read_text())
+        logger.info(f"fold {fold}, arm '{arm}': {len(train_items)} training images ({len(val)} val, {len(test)} test)")
+        fit = fit_classifier(
+            self.classifier_recipe, train_items, val, self.transforms, self.transforms, str(result_file.parent),
+            num_classes=len(self.class_names), max_epochs=self.classifier_epochs,
+            batch_size=self.classifier_batch_size, device=self.device, seed=self.seed + fold,
+            num_workers=self.num_workers, augment=self.classifier_augment,
+        )  # fmt: skip
+        probs, labels = predict_probs(fit["network"], test, self.transforms, device=self.device)
+        metrics = classification_metrics(probs, labels, self.class_names)
+        scores = probs[:, self.positive_class]
+        positive = (labels == self.positive_class).astype(int)
+        boot = bootstrap_ci(binary_auc, scores, positive, n_resamples=self.bootstrap_resamples, seed=self.seed + fold)
+        metrics.update(
+            {
+                "auc_bootstrap": boot,
+                "best_val_balanced_accuracy": fit["best_metric"],
+                "best_epoch": fit["best_epoch"],
+                "n_train": len(train_items),
+                "n_test": len(test),
+            }
+        )
+        result_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = result_file.with_name(f".result.json.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(metrics, indent=1))
+        os.replace(tmp, result_file)
+        return metrics
+
+    def _audit(self, fold: int, name: str, train, test, synthetic) -> dict | None:
+        if not self.audit:
+            return None
+        from common.audit import MIN_IMAGES, audit_datalists
+
+        smallest = min(len(train), len(test), len(synthetic))
+        if smallest < MIN_IMAGES:
+            self.notes.append(f"fold {fold}, {name}: audit skipped, a set has {smallest} < {MIN_IMAGES} images")
+            return None
+        out = self.output_dir / f"fold{fold}" / "audit" / name
+        if (out / "audit.json").is_file():
+            return json.loads((out / "audit.json").read_text())
+        return audit_datalists(
+            train, test, synthetic, str(out), transforms=self.transforms, max_images=self.audit_max_images
+        )
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> dict:
+        """Every fold, generator and arm (reusing what is on disk), then the report. Returns the report."""
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        splits = load_or_make_splits(
+            str(self.output_dir / "splits.json"), self.items, self.k, self.seed, self.val_fraction
+        )
+        per_fold: dict[str, list[dict]] = {a: [] for a in self.arms}
+        privacy: dict[str, list[dict]] = {}
+        audits: dict[str, list[dict]] = {}
+        for fold, split in enumerate(splits["folds"]):
+            train, val, test = (select(self.items, split[s]) for s in ("train", "val", "test"))
+            if self.real_arm:
+                per_fold["real"].append(self._classify(fold, "real", train, val, test))
+            for name in self.generators:
+                synthetic, dp = self._synthetic(fold, name, train)
+                arm = f"synthetic_only:{name}"
+                result = self._classify(fold, arm, synthetic, val, test)
+                if dp is not None:
+                    result = {**result, "epsilon": dp.get("epsilon"), "delta": dp.get("delta")}
+                    privacy.setdefault(arm, []).append(dp)
+                per_fold[arm].append(result)
+                audit = self._audit(fold, name, train, test, synthetic)
+                if audit:
+                    audits.setdefault(name, []).append(audit)
+        arms = summarize_arms(per_fold)
+        for arm, folds in per_fold.items():
+            arms[arm]["auc_bootstrap_per_fold"] = [f.get("auc_bootstrap") for f in folds]
+            if arm in privacy:
+                eps = [p.get("epsilon") for p in privacy[arm]]
+                arms[arm]["privacy"] = {
+                    "mode": privacy[arm][0].get("mode"),
+                    "epsilon_per_fold": eps,
+                    "epsilon_max": max((e for e in eps if e is not None), default=None),
+                    "delta": privacy[arm][0].get("delta"),
+                    "accountant": privacy[arm][0].get("accountant"),
+                    "noise_multiplier": [p.get("noise_multiplier") for p in privacy[arm]],
+                }
+        report = {
+            "bundle": self.bundle,
+            "paper": self.paper,
+            "dataset": self.dataset.get("source", "?"),
+            "dataset_dir": self.dataset.get("dataset_dir"),
+            "class_names": self.class_names,
+            "n_images": len(self.items),
+            "seed": self.seed,
+            "folds": self.k,
+            "settings": {
+                "gan_epochs": self.gan_epochs,
+                "gan_batch_size": self.gan_batch_size,
+                "classifier_epochs": self.classifier_epochs,
+                "n_synthetic_per_class": self.n_synthetic,
+                "val_fraction": self.val_fraction,
+                "generators": list(self.generators),
+            },
+            "arms": arms,
+            "comparisons": compare_arms(per_fold, [c for c in self.comparisons if c[0] in arms and c[1] in arms]),
+            "paper_reference": self.paper_reference,
+            "synthesis": {name: _merge_folds([a.get("synthesis", {}) for a in v]) for name, v in audits.items()},
+            "privacy": {
+                "dp": {a: arms[a]["privacy"] for a in arms if "privacy" in arms[a]},
+                "memorization": {name: _merge_folds([a.get("privacy", {}) for a in v]) for name, v in audits.items()},
+            },
+            "notes": self.notes,
+        }
+        write_report(report, str(self.output_dir))
+        logger.info(f"report written to {self.output_dir / 'report.json'}")
+        return report

@@ -1,0 +1,61 @@
+"""Model-zoo packaging: reproducible zips, the common copy inside, large files refused, and the collaborator's round
+trip (MONAI download from a file:// URL, then training, inference and evaluation from the download)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import venv
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "ci"))
+
+from package_bundle import bundle_entries, package  # noqa: E402
+from roundtrip_bundles import roundtrip  # noqa: E402
+
+
+def test_zip_is_reproducible_and_self_contained(tmp_path):
+    a = package(REPO / "bundles" / "brain_pix2pix", tmp_path / "a")
+    b = package(REPO / "bundles" / "brain_pix2pix", tmp_path / "b")
+    za, zb = (tmp_path / d / "brain_pix2pix_v0.1.0.zip" for d in ("a", "b"))
+    assert za.read_bytes() == zb.read_bytes() and a["sha256"] == b["sha256"]
+    assert (tmp_path / "a" / "brain_pix2pix_v0.1.0.zip.sha256").read_text().split()[0] == a["sha256"]
+    index = json.loads((tmp_path / "a" / "index.json").read_text())
+    assert index["bundles"] == [a] and a["url"].startswith("file://")
+    with zipfile.ZipFile(za) as zf:
+        names = zf.namelist()
+        assert {n.split("/")[0] for n in names} == {"brain_pix2pix"}
+        assert "brain_pix2pix/configs/metadata.json" in names and "brain_pix2pix/common/data/brain.py" in names
+        assert not [n for n in names if "/runs/" in n or n.startswith("brain_pix2pix/data/") or "__pycache__" in n]
+        assert {zi.date_time for zi in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+
+
+def test_large_files_must_be_listed(tmp_path):
+    bundle = tmp_path / "toy"
+    shutil.copytree(REPO / "bundles" / "brain_pix2pix" / "configs", bundle / "configs")
+    with open(bundle / "models" / "model.pt" if (bundle / "models").mkdir() is None else None, "wb") as f:
+        f.truncate(26 * 2**20)  # sparse: 26 MB on paper, nothing on disk
+    with pytest.raises(SystemExit, match="large_files.yml"):
+        bundle_entries(bundle)
+    (bundle / "large_files.yml").write_text(
+        "large_files:\n  - path: models/model.pt\n    url: https://example.org/model.pt\n"
+        f"    hash_val: {'0' * 64}\n    hash_type: sha256\n"
+    )
+    names = [n for n, _ in bundle_entries(bundle)]
+    assert "toy/large_files.yml" in names and "toy/models/model.pt" not in names
+
+
+@pytest.mark.slow
+def test_collaborator_round_trip(tmp_path):
+    """A fresh venv (system site packages, not this repository) downloads the zip with MONAI and runs it."""
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
+    result = roundtrip("brain_pix2pix", tmp_path, str(env_dir / "bin" / "python"))
+    assert result["ok"], result["steps"]
+    assert result["steps"]["common_is_the_bundled_copy"] == "ok"
+    assert (tmp_path / "downloads" / "brain_pix2pix" / "common" / "data" / "brain.py").is_file()
