@@ -75,10 +75,14 @@ def roundtrip(name: str, work: Path, python: str, timeout: int = 900) -> dict:
         ok = step("training", train + ["--output_dir", str(out)], root)
     if ok:
         files = ["configs/inference.json", *size, *_overrides(configs, "smoke_inference")]
-        ok = step("inference", ["-m", "monai.bundle", "run", "--config_file", str(files), "--output_dir", str(out)], root)
+        ok = step(
+            "inference", ["-m", "monai.bundle", "run", "--config_file", str(files), "--output_dir", str(out)], root
+        )
     if ok:
         files = ["configs/train.json", "configs/evaluate.json", *size]
-        ok = step("evaluation", ["-m", "monai.bundle", "run", "--config_file", str(files), "--output_dir", str(out)], root)
+        ok = step(
+            "evaluation", ["-m", "monai.bundle", "run", "--config_file", str(files), "--output_dir", str(out)], root
+        )
         ok = ok and any(out.rglob("report.json"))
         if not any(out.rglob("report.json")):
             steps["evaluation"] = "FAIL: no report.json"
