@@ -136,7 +136,7 @@ def test_same_seed_same_numbers(tmp_path):
     reports = []
     for run in ("a", "b"):
         wf = _workflow(["train", "evaluate", "quick", "smoke"], tmp_path / run, run_audit=False)
-        reports.append(wf.run()[-1])
+        reports.append(wf.run()[1])  # run: [set_determinism, protocol.run() -> report, export]
     for arm in reports[0]["arms"]:
         assert reports[0]["arms"][arm]["per_fold"] == reports[1]["arms"][arm]["per_fold"]
 
@@ -248,6 +248,6 @@ def test_protocol_on_lidc_vois(tmp_path, shared_data):
         dataset_dir=str(lidc),
         run_audit=False,
     )
-    report = wf.run()[-1]
+    report = wf.run()[1]  # [set_determinism, protocol.run() -> report, export]
     assert report["dataset"] == "lidc_vois" and report["class_names"] == ["calcified", "subsolid", "solid"]
     assert report["n_images"] > 700

@@ -54,7 +54,8 @@ def _cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 def test_protocol_two_stage_arms_and_tasks(tmp_path):
     """The acceptance path in-process: evaluate.json writes report.json with the four arms, per task, with CIs."""
-    report = _workflow(["train", "evaluate", "quick", "smoke"], tmp_path, run_audit=False).run()[-1]
+    _workflow(["train", "evaluate", "quick", "smoke"], tmp_path, run_audit=False).run()
+    report = json.loads((tmp_path / "evaluation" / "report.json").read_text())
     assert report["dataset"] == "phantom" and report["class_names"] == PHANTOM_CLASSES and report["folds"] == 3
     assert set(report["arms"]) == ARMS and report["primary_task"] == "multiclass"
     assert set(report["tasks"]) == {"multiclass", "calcification_vs_rest", "cavity_vs_rest", "binary_mean"}
@@ -80,6 +81,21 @@ def test_protocol_two_stage_arms_and_tasks(tmp_path):
             if it["patient"] in split["train"]
         )
     assert (out / "report.md").is_file() and "pretrain_synthetic+finetune" in (out / "report.md").read_text()
+    # the exported multi-class classifier (chosen on validation scores) loads as MONAI Label loads a bundle
+    assert json.loads((out / "classifier.json").read_text())["class_names"] == PHANTOM_CLASSES
+    smoke = json.loads((CONFIGS / "smoke.json").read_text())
+    wf = _workflow(
+        ["classify"],
+        tmp_path,
+        workflow_type="infer",
+        dataset_dir=str(tmp_path / "phantom"),
+        image_size=smoke["image_size"],
+        classifier_channels=smoke["classifier_channels"],
+    )
+    assert wf.check_properties() in (None, [])
+    wf.run()
+    rows = (tmp_path / "predictions" / "predictions.csv").read_text().splitlines()
+    assert len(rows) == 48 and {float(r.rsplit(",", 1)[1]) for r in rows} <= set(range(6))
 
 
 @pytest.mark.slow
@@ -116,7 +132,7 @@ def test_train_inference_and_turing_kit_through_the_cli(tmp_path):
 @pytest.mark.slow
 def test_same_seed_same_numbers(tmp_path):
     reports = [
-        _workflow(["train", "evaluate", "quick", "smoke"], tmp_path / run, run_audit=False).run()[-1]
+        _workflow(["train", "evaluate", "quick", "smoke"], tmp_path / run, run_audit=False).run()[1]
         for run in ("a", "b")
     ]
     for task in reports[0]["tasks"]:
@@ -222,7 +238,7 @@ def test_lidc_signs_mapping_and_patient_folds(tmp_path, shared_data):
     for item in data["items"]:  # several signs: the first in priority order names the class
         signs = item["signs"]
         assert item["label"] == (signs.index(1) if 1 in signs else 4)
-    report = wf.run()[-1]
+    report = wf.run()[1]  # [set_determinism, protocol.run() -> report, export]
     assert set(report["arms"]) == ARMS
     splits = json.loads((tmp_path / "evaluation" / "splits.json").read_text())["folds"]
     tests = [set(f["test"]) for f in splits]
