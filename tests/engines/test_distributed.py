@@ -60,6 +60,41 @@ def test_two_ranks_keep_identical_weights_and_only_rank0_writes(tmp_path):
     assert state["trainer"]["iteration"] == 8
 
 
+def _dp_worker(rank: int, world: int, init_file: str, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    from monai.transforms import Compose
+
+    from common.engines import GANRecipe, fit_gan
+    from common.losses import BCEObjective
+    from common.networks import DCGANDiscriminator, DCGANGenerator
+    from common.privacy.dp import DPSGDDiscriminator
+
+    items = [{"image": torch.zeros(1, 16, 16), "label": 0} for _ in range(8)]
+    adam = partial(torch.optim.Adam, lr=2e-4)
+    recipe = GANRecipe(
+        partial(DCGANGenerator, latent_dim=8, image_size=16, channels=(16, 8)),
+        partial(DCGANDiscriminator, image_size=16, channels=(8, 16), norm=None),
+        adam,
+        adam,
+        BCEObjective(),
+        privacy=DPSGDDiscriminator(noise_multiplier=1.0),
+    )
+    try:
+        fit_gan(recipe, items, Compose([]), out, max_epochs=1, batch_size=4, tensorboard=False, progress=False)
+    except ValueError as exc:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / f"refused{rank}.txt").write_text(str(exc))
+    dist.destroy_process_group()
+
+
+def test_dp_training_refuses_several_ranks(tmp_path):
+    """Each rank would Poisson-sample and add noise on its own: the accountant would not describe the result."""
+    mp.spawn(_dp_worker, args=(2, str(tmp_path / "init"), str(tmp_path / "gan")), nprocs=2, join=True)
+    for rank in (0, 1):
+        assert "one process" in (tmp_path / "gan" / f"refused{rank}.txt").read_text()
+
+
 @pytest.mark.slow
 def test_torchrun_with_the_bundles_multi_gpu_config(tmp_path):
     configs = [str(CONFIGS / f"{n}.json") for n in ("train", "quick", "smoke", "multi_gpu_train")]
