@@ -225,7 +225,7 @@ def test_cli_exit_status(bundle: Path) -> None:
     assert ok.returncode == 0, ok.stdout + ok.stderr
     lines = ok.stdout.splitlines()
     assert all(line.split(" ", 1)[0] in ("PASS", "WARN") for line in lines[:-1]), ok.stdout
-    assert lines[-1] == f"{bundle}: 25 pass, 0 fail, 1 warn, 0 skip"
+    assert lines[-1] == f"{bundle}: 26 pass, 0 fail, 1 warn, 0 skip"
 
 
 def test_cli_rejects_a_missing_folder(tmp_path: Path) -> None:
