@@ -76,7 +76,7 @@ def test_one_key_switches_the_generator_train_then_inference(tmp_path, gan_type)
 
 @pytest.mark.slow
 def test_protocol_report_has_arms_tasks_and_statistics_per_generator(tmp_path):
-    report = _workflow(["train", "evaluate", *SMOKE], tmp_path).run()[-1]
+    report = _workflow(["train", "evaluate", *SMOKE], tmp_path).run()[1]  # [determinism, report, export]
     saved = json.loads((tmp_path / "evaluation" / "report.json").read_text())
     assert saved["arms"].keys() == report["arms"].keys() == {"baseline", "oversampling", "classic", "classic+synthetic"}
     assert saved["primary_task"] == "melanoma_vs_rest" and set(saved["tasks"]) == {"melanoma_vs_rest", "multiclass"}
@@ -108,6 +108,21 @@ def test_protocol_report_has_arms_tasks_and_statistics_per_generator(tmp_path):
     stats = saved["image_statistics"]
     assert {row["set"] for row in stats["summary"]} == {"real_heldout", "dcgan", "lapgan", "ddgan"}
     assert set(saved["synthesis"]) == {"dcgan", "lapgan", "ddgan"}
+    # the exported melanoma-vs-rest classifier (chosen on validation) loads as MONAI Label loads a bundle
+    assert json.loads((out / "classifier.json").read_text())["class_names"] == ["rest", "melanoma"]
+    smoke = json.loads((CONFIGS / "smoke.json").read_text())
+    wf = _workflow(
+        ["classify"],
+        tmp_path,
+        workflow_type="infer",
+        dataset_dir=str(tmp_path / "phantom"),
+        resolution=smoke["resolution"],
+        classifier_channels=smoke["classifier_channels"],
+    )
+    assert wf.check_properties() in (None, [])
+    wf.run()
+    rows = (tmp_path / "predictions" / "predictions.csv").read_text().splitlines()
+    assert len(rows) == len(items) and {float(r.rsplit(",", 1)[1]) for r in rows} <= {0.0, 1.0}
     for section in saved["synthesis"].values():
         assert "frechet_distance_randcnn_real_baseline" in section and "precision_randcnn" in section
     for name in ("dcgan", "lapgan", "ddgan", "real_train"):
