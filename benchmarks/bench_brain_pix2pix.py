@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,6 +21,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _harness import peak_mb, run_cases  # noqa: E402  (benchmarks/ is the script's folder)
 
 SIZES = {
     "cpu": {"g": (32, 64, 128, 256, 256, 256), "d": 32, "px": 64},
@@ -37,12 +37,6 @@ def _data(n: int, px: int):
     condition = torch.nn.functional.one_hot(index, CONDITION).permute(0, 3, 1, 2).float()
     images = torch.rand(n, SEQUENCES, px, px, generator=g) * 2 - 1
     return condition, images
-
-
-def _peak_mb(device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class _NoGrid:
@@ -132,7 +126,7 @@ def run_case(case: str, size: str, n: int, batch: int, epochs: int, device: torc
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t
-    return {"case": case, "images_per_s": count / seconds, "peak_mb": _peak_mb(device), "seconds": seconds}
+    return {"case": case, "images_per_s": count / seconds, "peak_mb": peak_mb(device), "seconds": seconds}
 
 
 def main() -> None:
@@ -148,11 +142,7 @@ def main() -> None:
     if args.case:
         print(json.dumps(run_case(args.case, args.size, args.n, args.batch, args.epochs, device)))
         return
-    results = {}
-    for case in ("pix2pix_plain", "pix2pix_engine", "synthesis"):
-        cmd = [sys.executable, __file__, "--case", case] + sys.argv[1:]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-        results[case] = json.loads(out)
+    results = run_cases(__file__, ("pix2pix_plain", "pix2pix_engine", "synthesis"), sys.argv[1:])
     print(f"# brain_pix2pix, size={args.size}, device={device}, n={args.n}, batch={args.batch}, epochs={args.epochs}")
     for r in results.values():
         print(f"{r['case']:<16} {r['images_per_s']:9.1f} slices/s  peak {r['peak_mb']:8.1f} MB")

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
 import sys
 import time
 from functools import partial
@@ -21,6 +19,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _harness import peak_mb, run_cases  # noqa: E402  (benchmarks/ is the script's folder)
 
 SIZES = {
     "quick": {"g": (128, 64, 32, 16), "d": (16, 32, 64, 128), "c": (32, 64, 128)},
@@ -33,12 +33,6 @@ def _data(n: int, device):
     images = torch.rand(n, 1, 64, 64, generator=g) * 2 - 1
     labels = torch.randint(0, 3, (n,), generator=g)
     return images, labels
-
-
-def _peak_mb(device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def run_case(case: str, size: str, n: int, batch: int, epochs: int, device: torch.device) -> dict:
@@ -154,7 +148,7 @@ def run_case(case: str, size: str, n: int, batch: int, epochs: int, device: torc
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t
-    return {"case": case, "images_per_s": n * epochs / seconds, "peak_mb": _peak_mb(device), "seconds": seconds}
+    return {"case": case, "images_per_s": n * epochs / seconds, "peak_mb": peak_mb(device), "seconds": seconds}
 
 
 def main() -> None:
@@ -170,11 +164,7 @@ def main() -> None:
     if args.case:
         print(json.dumps(run_case(args.case, args.size, args.n, args.batch, args.epochs, device)))
         return
-    results = {}
-    for case in ("gan_plain", "gan_engine", "classifier_plain", "classifier_engine"):
-        cmd = [sys.executable, __file__, "--case", case] + sys.argv[1:]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-        results[case] = json.loads(out)
+    results = run_cases(__file__, ("gan_plain", "gan_engine", "classifier_plain", "classifier_engine"), sys.argv[1:])
     print(
         f"# liver_lesion_gan, size={args.size}, device={device}, n={args.n}, batch={args.batch}, epochs={args.epochs}"
     )

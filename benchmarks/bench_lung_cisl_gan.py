@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,17 +22,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _harness import peak_mb, run_cases  # noqa: E402  (benchmarks/ is the script's folder)
+
 SIZES = {
     "cpu": {"g": (128, 64, 32, 16), "d": (16, 32, 64, 128), "c": (16, 32, 64)},
     "paper": {"g": (512, 256, 128, 64), "d": (64, 128, 256, 512), "c": (32, 64, 128)},
 }
 IMAGE, CLASSES = 32, 6
-
-
-def _peak_mb(device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def run_case(case: str, size: str, n: int, batch: int, epochs: int, device: torch.device) -> dict:
@@ -134,7 +128,7 @@ def run_case(case: str, size: str, n: int, batch: int, epochs: int, device: torc
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t
-    return {"case": case, "images_per_s": count / seconds, "peak_mb": _peak_mb(device), "seconds": seconds}
+    return {"case": case, "images_per_s": count / seconds, "peak_mb": peak_mb(device), "seconds": seconds}
 
 
 def main() -> None:
@@ -150,11 +144,9 @@ def main() -> None:
     if args.case:
         print(json.dumps(run_case(args.case, args.size, args.n, args.batch, args.epochs, device)))
         return
-    results = {}
-    for case in ("gan_plain", "gan_engine", "classifier_plain", "classifier_engine", "generation"):
-        cmd = [sys.executable, __file__, "--case", case] + sys.argv[1:]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-        results[case] = json.loads(out)
+    results = run_cases(
+        __file__, ("gan_plain", "gan_engine", "classifier_plain", "classifier_engine", "generation"), sys.argv[1:]
+    )
     print(f"# lung_cisl_gan, size={args.size}, device={device}, n={args.n}, batch={args.batch}, epochs={args.epochs}")
     for model in ("gan", "classifier"):
         plain, engine = results[f"{model}_plain"], results[f"{model}_engine"]

@@ -12,7 +12,6 @@ grows from case to case; max allocated on CUDA).
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import tempfile
 import time
@@ -23,17 +22,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _harness import peak_mb  # noqa: E402  (benchmarks/ is the script's folder)
+
 SIZES = {
     "quick": {"g": (128, 64, 32, 16), "d": (16, 32, 64, 128), "base": (64, 32, 16), "stage": (16, 16)},
     "paper": {"g": (1024, 512, 256, 128, 64), "d": (64, 128, 256, 512, 1024), "base": (512, 256, 128, 64),
               "stage": (128, 128, 128)},
 }  # fmt: skip
-
-
-def _peak_mb(device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def recipes(size: str, resolution: int) -> dict:
@@ -148,7 +143,7 @@ def main() -> None:
         gen_speed = generation(gen, 4 * args.batch, args.batch, device)
         print(
             f"{case:7s} train {ours:8.1f} img/s (plain loop {plain:8.1f}, ratio {ours / plain:.2f})  "
-            f"generate {gen_speed:8.1f} img/s  peak {_peak_mb(device):7.0f} MB"
+            f"generate {gen_speed:8.1f} img/s  peak {peak_mb(device):7.0f} MB"
         )
 
 

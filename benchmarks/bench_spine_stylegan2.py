@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,16 +21,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _harness import peak_mb, run_cases  # noqa: E402  (benchmarks/ is the script's folder)
+
 SIZES = {
     "quick": {"image_size": 64, "latent_dim": 128, "w_dim": 128, "channel_base": 2048, "channel_max": 64},
     "paper": {"image_size": 256, "latent_dim": 512, "w_dim": 512, "channel_base": 16384, "channel_max": 512},
 }
-
-
-def _peak_mb(device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_case(case: str, size: str, n: int, batch: int, epochs: int, device: torch.device) -> dict:
@@ -93,7 +87,7 @@ def run_case(case: str, size: str, n: int, batch: int, epochs: int, device: torc
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t
-    return {"case": case, "images_per_s": n * epochs / seconds, "peak_mb": _peak_mb(device), "seconds": seconds}
+    return {"case": case, "images_per_s": n * epochs / seconds, "peak_mb": peak_mb(device), "seconds": seconds}
 
 
 def main() -> None:
@@ -109,11 +103,7 @@ def main() -> None:
     if args.case:
         print(json.dumps(run_case(args.case, args.size, args.n, args.batch, args.epochs, device)))
         return
-    results = {}
-    for case in ("plain", "engine", "engine_dp"):
-        cmd = [sys.executable, __file__, "--case", case] + sys.argv[1:]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-        results[case] = json.loads(out)
+    results = run_cases(__file__, ("plain", "engine", "engine_dp"), sys.argv[1:])
     print(f"# spine_stylegan2, size={args.size}, device={device}, n={args.n}, batch={args.batch}, epochs={args.epochs}")
     print("# images/s = real images per second through one D step + one G step (no lazy regularisers, no ADA)")
     plain = results["plain"]["images_per_s"]
