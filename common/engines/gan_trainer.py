@@ -158,7 +158,9 @@ class GANTrainer(Trainer):
     def _step(self, optimizer, loss: torch.Tensor) -> None:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.distributed:  # several ranks: the mean gradient over ranks keeps every rank's weights identical
+        # several ranks: the mean gradient over ranks keeps every rank's weights identical. A DP optimiser
+        # (Opacus' DistributedDPOptimizer) reduces itself, after clipping and noising: averaging here would be wasted
+        if self.distributed and not callable(getattr(optimizer, "reduce_gradients", None)):
             average_gradients(p for group in optimizer.param_groups for p in group["params"])
         optimizer.step()
 

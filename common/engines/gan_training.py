@@ -133,7 +133,8 @@ def fit_gan(
     SpineGAN clinical loss trains its classifier there); the privacy engine replaces D, its optimiser and the
     loader, wraps G's step (``generator_step_context``) and writes ``privacy.json`` (epsilon, delta) at the end.
 
-    Returns ``{"generator": nn.Module (eval mode), "generator_file": str, "history": [...], "output_dir": str}``
+    Returns ``{"generator": nn.Module (eval mode), "discriminator": the trained D (Opacus-wrapped under DP),
+    "generator_file": str, "history": [...], "output_dir": str}``
     (plus ``"privacy"``: the privacy summary, when ``recipe.privacy`` is set).
     """
     unique_items = list(items)
@@ -176,11 +177,6 @@ def fit_gan(
         augment_pipe.set_random_state(seed + 1)
     privacy = getattr(recipe, "privacy", None)
     step_context = None
-    if privacy is not None and distributed.is_distributed():
-        raise ValueError(
-            "differentially private training runs in one process: with several ranks each would sample and add "
-            "noise on its own, and the accountant would not describe the result; launch it without torchrun"
-        )
     if privacy is not None:
         if recipe.ada_target is not None and getattr(privacy, "formal_guarantee", False):
             raise ValueError("privacy: ADA's adaptive p is computed from D(real) and leaks; set ada_target to null")
@@ -238,6 +234,8 @@ def fit_gan(
     NaNGuard(checkpoint_dir=str(ckpt_dir)).attach(trainer)
     if isinstance(getattr(loader, "sampler", None), DistributedSampler):
         trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: loader.sampler.set_epoch(e.state.epoch))
+    elif callable(getattr(getattr(loader, "batch_sampler", None), "set_epoch", None)):  # DP: new shards each epoch
+        trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: loader.batch_sampler.set_epoch(e.state.epoch))
     if rank0:  # only rank 0 writes: logs, checkpoints, sample grids (the other ranks hold the same weights)
         LossHistory(str(out)).attach(trainer)
         StatsHandler(name="synthaug.gan", iteration_log=False, output_transform=lambda x: None).attach(trainer)
@@ -264,13 +262,19 @@ def fit_gan(
     sampler = trainer.sampling_generator().eval()
     gen_file = out / GENERATOR_FILE
     if not rank0:
-        return {"generator": sampler, "generator_file": str(gen_file), "history": [], "output_dir": str(out)}
+        return {
+            "generator": sampler, "discriminator": trainer.discriminator, "generator_file": str(gen_file),
+            "history": [], "output_dir": str(out),
+        }  # fmt: skip
     tmp = gen_file.with_name(f".{gen_file.name}.tmp-{os.getpid()}")
     torch.save(sampler.state_dict(), tmp)
     os.replace(tmp, gen_file)
     history = getattr(trainer.state, "history", [])
     done = {"epochs": trainer.state.epoch, "n_images": len(items)}
-    result = {"generator": sampler, "generator_file": str(gen_file), "history": history, "output_dir": str(out)}
+    result = {
+        "generator": sampler, "discriminator": trainer.discriminator, "generator_file": str(gen_file),
+        "history": history, "output_dir": str(out),
+    }  # fmt: skip
     if privacy is not None:
         result["privacy"] = done["privacy"] = privacy.summary()
         (out / "privacy.json").write_text(json.dumps(done["privacy"], indent=1))

@@ -21,7 +21,23 @@ so by post-processing G and its samples inherit D's (epsilon, delta). What it do
   labels (``StyleGAN2Objective(joint_d_batch=True, fake_batch_size=B)``), so removing one real image removes
   exactly one clipped row;
 - the accountant is PRV (Gopi et al. 2021): ``epsilon(delta)`` is its upper bound. Never the GDP approximation.
-  Its history is saved with the checkpoints, so a resumed run keeps counting.
+  Its history is saved with the checkpoints, so a resumed run keeps counting;
+- the SpineGAN clinical loss is refused: its classifier is trained on the private images outside DP-SGD.
+
+Several ranks (torchrun): the mechanism must stay the one the accountant describes, a Poisson-subsampled Gaussian
+on the *whole* data set with rate q, noise ``sigma * C`` added *once* to the sum of clipped gradients:
+
+- sampling: the data set is split into disjoint shards, one per rank, and each rank keeps each image of its shard
+  independently with probability q (Opacus' ``DistributedUniformWithReplacementSampler``). Every image lies in
+  exactly one shard, so each image joins each step with probability q, independently: Poisson sampling at rate q on
+  the whole set. q = 1 / (steps per epoch), the expected *global* batch is ``batch_size * world_size``;
+- noise: only rank 0 adds N(0, (sigma C)^2) (``DistributedDPOptimizer``); the others send their clipped sums as they
+  are, and the all-reduce adds them. One draw of noise on the global sum, as in one process. If every rank added its
+  own noise the total would be sqrt(world_size) larger (safe, but wasted utility); if each rank kept its own
+  (un-reduced) noisy gradient the ranks would drift apart. Our own gradient averaging is skipped for D: the
+  optimiser reduces after noising, and divides by the expected global batch;
+- accounting: every rank's accountant records the same (sigma, q, steps), so the epsilon rank 0 writes is the
+  guarantee of the released generator.
 
 ``PaperNoiseThenClip`` (an ablation with **no** privacy guarantee): the authors' "DP" StyleGAN2-ADA added
 N(0, 0.02^2) noise to every gradient of G and D and then clipped the whole gradient to norm 1.5, at batch 1.
@@ -188,6 +204,12 @@ class DPSGDDiscriminator:
             raise ValueError(f"DP-SGD: d_steps must be 1 (several steps on one Poisson batch), got {d_steps}")
         if d_regularizer is not None:
             raise ValueError("DP-SGD: lazy R1 has no per-sample accounting here; set the d_regularizer to null")
+        clinical = getattr(objective, "clinical", None)
+        if clinical is not None and getattr(clinical, "weight", 0) > 0:
+            raise ValueError(
+                "DP-SGD: the clinical loss trains its classifier on the private images outside DP-SGD (that would "
+                "leak them); set clinical_loss_weight to 0"
+            )
         if not getattr(objective, "joint_d_batch", False) or getattr(objective, "fake_batch_size", None) is None:
             raise ValueError(
                 "DP-SGD: the objective must use one D pass over reals + a fixed number of fakes "
@@ -218,15 +240,49 @@ class DPSGDDiscriminator:
                 self.target_epsilon, self.target_delta, q, int(int(max_epochs) / q), accountant=self.accountant_name,
                 tolerance=self.epsilon_tolerance,
             )  # fmt: skip
-        module, opt, loader = self.engine.make_private(noise_multiplier=sigma, **common)
+        from common.engines import distributed
+
+        if distributed.is_distributed():
+            module, opt, loader = self._make_private_distributed(sigma, **common)
+        else:
+            module, opt, loader = self.engine.make_private(noise_multiplier=sigma, **common)
         self.discriminator, self.optimizer = module, opt
         self.noise_multiplier = float(opt.noise_multiplier)
         self.sample_rate = 1.0 / len(loader)
         logger.info(
             f"DP-SGD on D: sigma={self.noise_multiplier:.4g}, C={self.max_grad_norm}, q={self.sample_rate:.4g}, "
-            f"accountant={self.accountant_name}"
+            f"accountant={self.accountant_name}, ranks={distributed.world_size()}"
         )
         return {"discriminator": module, "d_optimizer": opt, "data_loader": loader}
+
+    def _make_private_distributed(self, sigma, *, module, optimizer, data_loader, max_grad_norm, noise_generator, **_):
+        """``make_private`` for several ranks without a DDP wrapper (our trainer averages gradients itself):
+        Opacus' building blocks put together as its DPDDP path does, with q computed on the global data set.
+
+        ``data_loader`` is the rank's ``DistributedSampler`` loader: its length is the steps per epoch, the same on
+        every rank, so q = 1 / len(data_loader) ~ batch_size * world_size / N (the expected global batch over N)."""
+        from opacus import GradSampleModule
+        from opacus.data_loader import DPDataLoader
+        from opacus.optimizers import DistributedDPOptimizer
+
+        from common.engines import distributed
+
+        world = distributed.world_size()
+        q = 1.0 / len(data_loader)
+        module = GradSampleModule(module, batch_first=True, loss_reduction="mean")
+        module.forbid_grad_accumulation()  # one Poisson batch, one step
+        loader = DPDataLoader.from_data_loader(
+            data_loader, distributed=True, generator=getattr(self.engine, "secure_rng", None)
+        )
+        loader.batch_sampler.set_epoch(0)
+        # the expected batch *per rank*: each rank scales its clipped sum by it, the all-reduce averages over ranks
+        expected_batch = len(data_loader.dataset) * q / world
+        opt = DistributedDPOptimizer(
+            optimizer, noise_multiplier=sigma, max_grad_norm=max_grad_norm, expected_batch_size=expected_batch,
+            generator=noise_generator if distributed.is_rank0() else None, secure_mode=self.secure_mode,
+        )  # fmt: skip
+        opt.attach_step_hook(self.engine.accountant.get_optimizer_hook_fn(sample_rate=q))
+        return module, opt, loader
 
     @contextlib.contextmanager
     def generator_step_context(self) -> Iterator[None]:

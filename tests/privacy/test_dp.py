@@ -76,6 +76,15 @@ def test_refusals_that_protect_the_guarantee():
         dp.check(plain, joint, 1, R1Regularizer())
     with pytest.raises(ValueError, match="fixed number of fakes"):
         dp.check(plain, StyleGAN2Objective(), 1, None)
+    clinical = type("Clinical", (), {"weight": 0.1})()  # its classifier would be trained on the private images
+    with pytest.raises(ValueError, match="clinical"):
+        dp.check(plain, StyleGAN2Objective(joint_d_batch=True, fake_batch_size=4, clinical=clinical), 1, None)
+    dp.check(
+        plain,
+        StyleGAN2Objective(joint_d_batch=True, fake_batch_size=4, clinical=type("Off", (), {"weight": 0.0})()),
+        1,
+        None,
+    )
     recipe = stylegan2_recipe(**SETTINGS, privacy=dp)
     recipe.ada_target = 0.6
     with pytest.raises(ValueError, match="leaks"):
