@@ -28,36 +28,20 @@ import argparse
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# running this file puts ci/ (not the root) on sys.path; the file selection lives in the common package
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from common.bundle_files import EXCLUDED_ANYWHERE, EXCLUDED_TOP, common_package_files, listed_files  # noqa: E402
+
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 MAX_BYTES = 25 * 2**20
-#: run outputs and the phantom data a bundle writes on first use (top-level folders of a bundle only)
-EXCLUDED_TOP = {"runs", "data", "dist"}
-EXCLUDED_ANYWHERE = {"__pycache__", ".pytest_cache"}
-
-
-def _excluded(rel: Path, top_level: bool) -> bool:
-    return bool(EXCLUDED_ANYWHERE & set(rel.parts)) or (top_level and rel.parts[0] in EXCLUDED_TOP)
-
-
-def _git_files(folder: Path, top_level: bool = True) -> list[Path]:
-    """Files of ``folder`` that git tracks or would track (not ignored); falls back to a walk outside a checkout."""
-    try:
-        out = subprocess.run(
-            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z", "--", str(folder)],
-            cwd=REPO,
-            capture_output=True,
-            check=True,
-        ).stdout
-        files = [REPO / p for p in out.decode().split("\0") if p]
-    except (OSError, subprocess.CalledProcessError):
-        files = [p for p in folder.rglob("*") if p.is_file()]
-    return sorted(p for p in files if p.is_file() and not _excluded(p.relative_to(folder), top_level))
+__all__ = ["EXCLUDED_ANYWHERE", "EXCLUDED_TOP", "bundle_entries", "package", "sha256", "write_zip"]
 
 
 def _large_file_paths(bundle: Path) -> set[str]:
@@ -79,7 +63,7 @@ def bundle_entries(bundle: Path) -> list[tuple[str, Path]]:
     name = bundle.name
     large = _large_file_paths(bundle)
     entries = []
-    for f in _git_files(bundle):
+    for f in listed_files(bundle):
         rel = f.relative_to(bundle).as_posix()
         if f.stat().st_size > MAX_BYTES:
             if rel not in large and f"./{rel}" not in large:
@@ -88,9 +72,8 @@ def bundle_entries(bundle: Path) -> list[tuple[str, Path]]:
         entries.append((f"{name}/{rel}", f))
     if (bundle / "common").exists():
         raise SystemExit(f"{bundle / 'common'} exists: the packager adds the common package itself")
-    for f in _git_files(REPO / "common", top_level=False):
-        if f.suffix in (".py", ".json", ".txt", ".md"):
-            entries.append((f"{name}/common/{f.relative_to(REPO / 'common').as_posix()}", f))
+    for rel, f in common_package_files(REPO / "common"):
+        entries.append((f"{name}/common/{rel}", f))
     return sorted(entries)
 
 

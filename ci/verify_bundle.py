@@ -14,6 +14,9 @@ Checks, by the name they print:
 
 - ``required_files``: configs/{metadata,train,inference,evaluate,quick,multi_gpu_train}.json, configs/logging.conf,
   docs/README.md, docs/data_license.txt, LICENSE and the models/ folder exist.
+  A downstream bundle exported by an evaluation (metadata has ``synthaug_export``; see
+  ``common.protocol.export``) is inference-only: it needs configs/{metadata,inference}.json, configs/logging.conf,
+  docs/README.md, docs/data_license.txt, LICENSE and models/model.pt; the checks of training configs then SKIP.
 - ``no_scripts_dir``: no scripts/ folder (house rule: code lives in ``common``; ``$import scripts`` also breaks
   outside the bundle root).
 - ``logging_conf``: configs/logging.conf is an INI file with [loggers], [handlers] and [formatters].
@@ -119,6 +122,18 @@ REQUIRED_FILES: tuple[str, ...] = (
     "LICENSE",
 )
 REQUIRED_DIRS: tuple[str, ...] = ("models",)
+#: a downstream (inference-only) bundle, written by an evaluation (``common.protocol.export``): its metadata has a
+#: ``synthaug_export`` record; it has no training configs, and its weights must be there (MONAI Label loads them)
+EXPORT_MARKER = "synthaug_export"
+REQUIRED_FILES_INFERENCE_ONLY: tuple[str, ...] = (
+    "configs/metadata.json",
+    "configs/inference.json",
+    "configs/logging.conf",
+    "docs/README.md",
+    "docs/data_license.txt",
+    "LICENSE",
+    "models/model.pt",
+)
 CONFIG_KEYS: tuple[str, ...] = ("bundle_root", "device", "dataset_dir", "output_dir", "network_def", "network")
 PACKAGE_PIN = "synthaug-bundles"
 MAX_FILE_BYTES = 25 * 1000 * 1000  # the model zoo's limit for files committed with a bundle
@@ -231,6 +246,15 @@ class Bundle:
     def logging_file(self) -> Path:
         return self.config("logging.conf")
 
+    @property
+    def inference_only(self) -> bool:
+        """A downstream bundle exported by an evaluation (metadata has ``synthaug_export``): no train/evaluate."""
+        try:
+            meta = json.loads(self.meta_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return isinstance(meta, dict) and EXPORT_MARKER in meta
+
     def optional(self, name: str) -> list[Path]:
         """``[configs/name]`` when the bundle has that override file, else ``[]``."""
         path = self.config(name)
@@ -242,12 +266,13 @@ class Bundle:
 
 
 def check_required_files(b: Bundle, r: Report) -> None:
-    missing = [f for f in REQUIRED_FILES if not (b.root / f).is_file()]
+    required = REQUIRED_FILES_INFERENCE_ONLY if b.inference_only else REQUIRED_FILES
+    missing = [f for f in required if not (b.root / f).is_file()]
     missing += [f"{d}/" for d in REQUIRED_DIRS if not (b.root / d).is_dir()]
     if missing:
         r.fail("required_files", "missing " + ", ".join(missing))
     else:
-        r.ok("required_files")
+        r.ok("required_files", "inference-only (exported downstream) bundle" if b.inference_only else "")
 
 
 def check_no_scripts(b: Bundle, r: Report) -> None:

@@ -15,8 +15,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+for path in (REPO_ROOT, Path(__file__).resolve().parent):  # the repository, and tests/ for synthaug_testing
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
 
 def real_data_root() -> Path | None:
@@ -39,3 +40,16 @@ def shared_data():
         return root / name
 
     return get
+
+
+@pytest.fixture
+def check_monai_label():
+    """``check_bundle`` of ci/check_monai_label.py (ci/ is a folder of scripts, not a package): loads a bundle folder
+    as MONAI Label does, runs one image through it, then its infer workflow standalone; returns a summary."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_monai_label", REPO_ROOT / "ci" / "check_monai_label.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["check_monai_label"] = module
+    spec.loader.exec_module(module)
+    return module.check_bundle

@@ -22,7 +22,8 @@ from common.data.datalist import read_datalist
 from common.engines.classifier_training import ClassifierRecipe, evaluate_classifier, fit_classifier
 from common.engines.gan_training import GANRecipe, fit_gans, load_generators
 from common.engines.generation import generate_synthetic_set
-from common.protocol.export import export_best_model
+from common.protocol.budget import equal_step_epochs
+from common.protocol.export import export_downstream
 from common.protocol.folds import load_or_make_splits, select
 from common.protocol.report import SUMMARY_METRICS, compare_arms, merge_fold_sections, summarize_arms, write_report
 from common.protocol.tasks import BACKGROUND_CLASSES, ClassificationTask, make_tasks, relabel
@@ -78,6 +79,13 @@ class ClassificationProtocol:
             default ``classifier_epochs``; learning rate = the recipe's x this factor). That arm starts from the
             ``synthetic_only`` arm's model of the same fold and task (trained first if that arm is not listed), with
             model selection on the validation patients, like every arm.
+        equal_steps: None/False: every arm trains ``classifier_epochs`` epochs, as in the papers, so an arm with more
+            images (synthetic added, augmented repeats, oversampling) also takes more gradient steps. An arm name
+            (``true``: the first of ``arms``): every arm gets the gradient steps that arm takes in
+            ``classifier_epochs`` epochs (``common.protocol.budget``), so an arm with 3x its images gets 1/3 of
+            the epochs and a difference between arms comes from the data, not from training longer. Fine-tuning
+            (``pretrain_synthetic+finetune``) keeps ``finetune_epochs``. The report records the setting and each
+            arm's epochs.
     """
 
     def __init__(
@@ -120,6 +128,7 @@ class ClassificationProtocol:
         background_classes: Sequence[str] = BACKGROUND_CLASSES,
         finetune_epochs: int | None = None,
         finetune_lr_scale: float = 1.0,
+        equal_steps: bool | str | None = None,
     ) -> None:
         unknown = [a for a in arms if a not in ARMS]
         if unknown:
@@ -140,6 +149,11 @@ class ClassificationProtocol:
         self.gan_epochs = gan_epochs
         self.gan_batch_size = gan_batch_size
         self.classifier_epochs = classifier_epochs
+        if equal_steps is True:
+            equal_steps = self.arms[0]
+        if equal_steps and equal_steps not in ARMS:
+            raise ValueError(f"equal_steps must be an arm name, true or null, got {equal_steps!r}")
+        self.equal_steps = equal_steps or None
         self.classifier_batch_size = classifier_batch_size
         self.n_synthetic = n_synthetic_per_class
         self.augment_repeats = max(1, int(augment_repeats))
@@ -265,6 +279,14 @@ class ClassificationProtocol:
 
         return ClassifierRecipe(network=network, optimizer=optimizer, class_weighted_loss=base.class_weighted_loss)
 
+    def _arm_items(self, arm: str, fold: int, train: list[dict], synthetic: list[dict]) -> list[dict]:
+        """The training items of ``arm``: real (repeated for classic augmentation, or oversampled) + synthetic."""
+        spec = ARMS[arm]
+        real = list(train) * (self.augment_repeats if spec["augment"] else 1) if spec["real"] else []
+        if spec.get("oversample"):
+            real = oversample(real, seed=self.seed + fold)
+        return real + (list(synthetic) if spec["synthetic"] else [])
+
     def _run_arm(
         self, fold: int, arm: str, train, val, test, synthetic, task: ClassificationTask | None = None
     ) -> dict:
@@ -277,11 +299,14 @@ class ClassificationProtocol:
         if spec.get("pretrain_synthetic"):
             recipe = self._pretrained_recipe(fold, train, val, test, synthetic, task)
             epochs = self.finetune_epochs or self.classifier_epochs
-        real = list(train) * (self.augment_repeats if spec["augment"] else 1) if spec["real"] else []
-        if spec.get("oversample"):
-            real = oversample(real, seed=self.seed + fold)
-        items = real + (list(synthetic) if spec["synthetic"] else [])
-        logger.info(f"fold {fold}, arm '{arm}': {len(items)} training images ({len(val)} val, {len(test)} test)")
+        items = self._arm_items(arm, fold, train, synthetic)
+        if self.equal_steps and not spec.get("pretrain_synthetic"):  # fine-tuning keeps its own epochs
+            reference = len(self._arm_items(self.equal_steps, fold, train, synthetic))
+            epochs = equal_step_epochs(self.classifier_epochs, reference, len(items))
+        logger.info(
+            f"fold {fold}, arm '{arm}': {len(items)} training images, {epochs} epochs "
+            f"({len(val)} val, {len(test)} test)"
+        )
         fit = fit_classifier(
             recipe,
             items,
@@ -301,7 +326,12 @@ class ClassificationProtocol:
             fit["network"], test, self.transforms, class_names, device=self.device, num_workers=0
         )
         metrics.update(
-            {"best_val_balanced_accuracy": fit["best_metric"], "best_epoch": fit["best_epoch"], "n_train": len(items)}
+            {
+                "best_val_balanced_accuracy": fit["best_metric"],
+                "best_epoch": fit["best_epoch"],
+                "n_train": len(items),
+                "epochs": epochs,
+            }
         )
         tmp = result_file.with_name(f".result.json.tmp-{os.getpid()}")
         tmp.write_text(json.dumps(metrics, indent=1))
@@ -361,6 +391,7 @@ class ClassificationProtocol:
             "settings": {
                 "gan_epochs": self.gan_epochs,
                 "classifier_epochs": self.classifier_epochs,
+                "equal_steps": self.equal_steps,
                 "n_synthetic_per_class": self.n_synthetic,
                 "augment_repeats": self.augment_repeats,
                 "per_class_gan": self.per_class_gan,
@@ -382,16 +413,28 @@ class ClassificationProtocol:
         logger.info(f"report written to {self.output_dir / 'report.json'}")
         return report
 
-    def export_best_classifier(self) -> dict:
+    def export_best_classifier(self, **downstream) -> dict:
         """Copy the classifier of the best arm and fold (primary task), by *validation* balanced accuracy, to
-        ``<output_dir>/classifier.pt`` (what a bundle's ``classify.json`` loads); ``classifier.json`` records it."""
+        ``<output_dir>/classifier.pt`` (what a bundle's ``classify.json`` loads); ``classifier.json`` records it.
+
+        With ``downstream`` (``template``, ``source_root``, ``image``, ``config`` ...; see ``export_downstream``)
+        the same model also becomes a MONAI Label-loadable bundle folder ``<output_dir>/<bundle>_classification``.
+        """
         task = self.tasks[0] if self.tasks else None
         candidates = [
             (arm, fold, self._arm_dir(fold, arm, task) / "result.json") for arm in self.arms for fold in range(self.k)
         ]
         names = list(task.class_names) if task is not None else self.class_names
-        return export_best_model(
-            candidates, "best_val_balanced_accuracy", self.output_dir / "classifier.pt", class_names=names
+        return export_downstream(
+            candidates,
+            "best_val_balanced_accuracy",
+            self.output_dir / "classifier.pt",
+            kind="classification",
+            labels=names,
+            report_file=self.output_dir / "report.json",
+            downstream=downstream or None,
+            class_names=names,
+            choice_among=f"arms {list(self.arms)} x {self.k} folds" + (f" (task '{task.name}')" if task else ""),
         )
 
     def _tasks_section(self, per_task: dict[str, dict[str, list[dict]]]) -> dict:

@@ -33,7 +33,8 @@ from common.engines.segmentation_training import SegmenterRecipe, evaluate_segme
 from common.engines.translation import fit_pix2pix, load_generator, synthesise_cases, translate_volume
 from common.metrics.image_similarity import image_similarity
 from common.metrics.stats import summarize
-from common.protocol.export import export_best_model
+from common.protocol.budget import equal_step_epochs
+from common.protocol.export import export_downstream
 from common.protocol.folds import load_or_make_splits, select
 from common.protocol.report import compare_arms, merge_fold_sections, summarize_arms, write_report
 
@@ -49,6 +50,8 @@ SEGMENTATION_ARMS: dict[str, dict] = {
     "synthetic_only+finetune": {"real": True, "synthetic": False, "init": "synthetic_only"},
 }
 SEGMENTATION_METRICS = ("dice_wt", "dice_tc", "dice_et", "dice_mean")
+#: the segmenter's output channels, in order (``common.data.brain_transforms.brats_regions``)
+SEGMENTER_CHANNELS = ("TC", "WT", "ET")
 
 
 def _atomic_json(path: Path, data: dict) -> None:
@@ -249,8 +252,8 @@ class SegmentationProtocol:
             # the same number of gradient steps in every arm: an arm with 3x the slices gets 1/3 of the epochs, so
             # a difference between arms comes from the data, not from longer training (seg_epochs = real's epochs)
             n_real = sum(len(c["slices"]) for c in train)
-            n_arm = max(1, sum(len(c["slices"]) for c in cases))
-            epochs = max(1, int(round(self.seg_epochs * n_real / n_arm)))
+            n_arm = sum(len(c["slices"]) for c in cases)
+            epochs = equal_step_epochs(self.seg_epochs, n_real, n_arm)
         logger.info(
             f"fold {fold}, arm '{arm}': {len(cases)} training cases, {epochs} epochs ({len(val)} val, {len(test)} test)"
         )
@@ -339,16 +342,27 @@ class SegmentationProtocol:
         logger.info(f"report written to {self.output_dir / 'report.json'}")
         return report
 
-    def export_best_segmenter(self) -> dict:
+    def export_best_segmenter(self, **downstream) -> dict:
         """Copy the segmenter of the best arm and fold, by *validation* Dice, to ``<output_dir>/segmenter.pt``
-        (what ``segment.json`` loads); ``segmenter.json`` records the choice. See ``export_best_model``."""
+        (what ``segment.json`` loads); ``segmenter.json`` records the choice. See ``export_best_model``.
+
+        With ``downstream`` (see ``export_downstream``) the same model also becomes a MONAI Label-loadable bundle
+        folder ``<output_dir>/<bundle>_segmentation`` whose output channels are the BraTS regions TC, WT, ET."""
         candidates = [
             (arm, fold, self.output_dir / f"fold{fold}" / "arms" / arm.replace("+", "_plus_") / "result.json")
             for arm in self.arms
             for fold in range(self.k)
         ]
-        return export_best_model(
-            candidates, "best_val_dice_mean", self.output_dir / "segmenter.pt", sequences=self.sequences
+        return export_downstream(
+            candidates,
+            "best_val_dice_mean",
+            self.output_dir / "segmenter.pt",
+            kind="segmentation",
+            labels=SEGMENTER_CHANNELS,
+            report_file=self.output_dir / "report.json",
+            downstream=downstream or None,
+            sequences=self.sequences,
+            choice_among=f"arms {list(self.arms)} x {self.k} folds",
         )
 
 

@@ -30,6 +30,7 @@ from common.engines.generation import generate_synthetic_set
 from common.metrics.classification import classification_metrics
 from common.metrics.stats import bootstrap_ci
 from common.protocol.classification import _merge_folds
+from common.protocol.export import export_downstream
 from common.protocol.folds import load_or_make_splits, select
 from common.protocol.report import compare_arms, summarize_arms, write_report
 
@@ -281,3 +282,77 @@ class SyntheticLearningProtocol:
         write_report(report, str(self.output_dir))
         logger.info(f"report written to {self.output_dir / 'report.json'}")
         return report
+
+    # ------------------------------------------------------------------ export
+    def _val_auc_file(self, fold: int, arm: str, val: list[dict]) -> Path:
+        """``validation.json`` ({"best_val_auc"}) beside the arm's ``best_model.pt``: its ROC AUC on the fold's
+        *real* validation images (computed once, on demand: training selected epochs on balanced accuracy)."""
+        arm_dir = self.output_dir / f"fold{fold}" / "arms" / arm.replace(":", "_")
+        out = arm_dir / "validation.json"
+        if out.is_file() or not (arm_dir / "best_model.pt").is_file():
+            return out
+        network = self.classifier_recipe.network()
+        network.load_state_dict(torch.load(arm_dir / "best_model.pt", map_location="cpu", weights_only=True))
+        with torch.no_grad():
+            probs, labels = predict_probs(network.to(self.device), val, self.transforms, device=self.device)
+        auc = binary_auc(probs[:, self.positive_class], (labels == self.positive_class).astype(int))
+        tmp = out.with_name(f".validation.json.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps({"best_val_auc": None if np.isnan(auc) else auc, "n_val": len(val)}, indent=1))
+        os.replace(tmp, out)
+        return out
+
+    def export_best_classifier(self, arms: str = "synthetic_only", **downstream) -> dict:
+        """Export the classifier of the best arm and fold by ROC AUC on the *real validation* images.
+
+        Args:
+            arms: ``"synthetic_only"`` (default): the arms that never saw a real training image (SpineGAN's point:
+                a classifier that can be trained outside the hospital). Their generators did see the real images:
+                only a DP-SGD generator gives a formal guarantee, hence ``"dp"``: the DP-SGD arms only (the record
+                keeps their epsilon); ``"any"``: every arm, ``real`` included; or one arm's name (e.g.
+                ``"synthetic_only:spinegan"``).
+            downstream: see ``common.protocol.export.export_downstream`` (a MONAI Label bundle folder).
+
+        Writes ``classifier.pt`` + ``classifier.json`` (the choice, and the epsilon of a DP arm) in ``output_dir``.
+        """
+        if arms == "synthetic_only":
+            chosen = [a for a in self.arms if a != "real"]
+        elif arms == "dp":
+            chosen = [a for a in self.arms if a.startswith("synthetic_only:dp_eps")]
+        elif arms == "any":
+            chosen = list(self.arms)
+        elif arms in self.arms:
+            chosen = [arms]
+        else:
+            raise ValueError(f"export arms={arms!r}: use 'synthetic_only', 'dp', 'any' or one of {self.arms}")
+        if not chosen:
+            raise ValueError(f"export arms={arms!r}: no such arm in this evaluation ({self.arms})")
+        splits = load_or_make_splits(
+            str(self.output_dir / "splits.json"), self.items, self.k, self.seed, self.val_fraction
+        )
+        candidates = []
+        for fold, split in enumerate(splits["folds"]):
+            val = select(self.items, split["val"])
+            candidates += [(arm, fold, self._val_auc_file(fold, arm, val)) for arm in chosen]
+
+        def privacy(record: dict) -> dict:
+            name = record["arm"].split(":", 1)[1] if ":" in record["arm"] else None
+            dp_file = self.output_dir / f"fold{record['fold']}" / "gan" / str(name) / "conditional" / "privacy.json"
+            if name is None or not dp_file.is_file():
+                return {"privacy": None}
+            dp = json.loads(dp_file.read_text())
+            keys = ("mode", "epsilon", "delta", "accountant", "noise_multiplier")
+            return {"privacy": {k: dp.get(k) for k in keys}}
+
+        return export_downstream(
+            candidates,
+            "best_val_auc",
+            self.output_dir / "classifier.pt",
+            kind="classification",
+            labels=self.class_names,
+            report_file=self.output_dir / "report.json",
+            annotate=privacy,
+            downstream=downstream or None,
+            class_names=self.class_names,
+            choice=arms,
+            choice_among=f"arms {chosen} x {self.k} folds",
+        )

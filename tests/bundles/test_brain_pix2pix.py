@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigWorkflow
+from synthaug_testing import bundle_helpers
 
 from common.data.datalist import read_datalist
 from common.data.io import read_image, write_image
@@ -26,31 +26,8 @@ from common.errors import find_data_error
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "brain_pix2pix"
 CONFIGS = BUNDLE / "configs"
+_configs, _workflow, _cli = bundle_helpers("brain_pix2pix")
 SEQUENCES = ["t1", "t1ce", "t2", "flair"]
-
-
-def _configs(*names: str) -> list[str]:
-    return [str(CONFIGS / f"{n}.json") for n in names]
-
-
-def _workflow(names, output_dir, workflow_type=None, **overrides) -> ConfigWorkflow:
-    wf = ConfigWorkflow(
-        config_file=_configs(*names),
-        meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=False,
-        output_dir=str(output_dir),
-        bundle_root=str(BUNDLE),
-        workflow_type=workflow_type,
-        **overrides,
-    )
-    wf.initialize()
-    return wf
-
-
-def _cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", *args], cwd=REPO, capture_output=True, text=True, **kwargs
-    )
 
 
 @pytest.mark.slow
@@ -83,7 +60,7 @@ def test_design_card_command_then_inference_writes_cases(tmp_path):
 
 
 @pytest.mark.slow
-def test_protocol_report_and_exported_segmenter_for_monai_label(tmp_path):
+def test_protocol_report_and_exported_segmenter_for_monai_label(tmp_path, check_monai_label):
     wf = _workflow(["train", "evaluate", "quick", "smoke"], tmp_path)
     wf.run()
     out = tmp_path / "evaluation"
@@ -118,6 +95,13 @@ def test_protocol_report_and_exported_segmenter_for_monai_label(tmp_path):
     assert len(preds) == report["n_cases"]
     pred = read_image(preds[0])
     assert pred.shape == (1, 32, 32, 12) and set(np.unique(pred).tolist()) <= {0, 1, 2, 4}
+    # ... and as a bundle folder of its own (MONAI Label's way in; runs without the repository)
+    folder = out / "brain_pix2pix_segmentation"
+    assert chosen["downstream_bundle"] == str(folder)
+    case = read_datalist(tmp_path / "prepared" / "datalist.json", path_keys=("image",))["training"][0]["image"]
+    summary = check_monai_label(folder, image=case)
+    assert summary["raw_shape"] == (3, 32, 32, 12) and summary["pred_shape"] == (1, 32, 32, 12)
+    assert summary["labels"] == {"tc": 0, "wt": 1, "et": 2} and len(summary["outputs"]) == 1
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from monai.bundle import ConfigWorkflow
+from synthaug_testing import bundle_helpers
 
 from common.data.datalist import read_datalist
 from common.data.io import read_image, write_image
@@ -22,29 +23,7 @@ from common.errors import DataError, find_data_error
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "liver_lesion_gan"
 CONFIGS = BUNDLE / "configs"
-
-
-def _configs(*names: str) -> list[str]:
-    return [str(CONFIGS / f"{n}.json") for n in names]
-
-
-def _workflow(names, output_dir, **overrides) -> ConfigWorkflow:
-    wf = ConfigWorkflow(
-        config_file=_configs(*names),
-        meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=False,
-        output_dir=str(output_dir),
-        bundle_root=str(BUNDLE),
-        **overrides,
-    )
-    wf.initialize()
-    return wf
-
-
-def _cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", *args], cwd=REPO, capture_output=True, text=True, **kwargs
-    )
+_configs, _workflow, _cli = bundle_helpers("liver_lesion_gan")
 
 
 @pytest.mark.slow
@@ -88,7 +67,7 @@ def test_acgan_is_one_key_away(tmp_path):
 
 
 @pytest.mark.slow
-def test_protocol_report_has_arms_with_uncertainty_and_paper_numbers(tmp_path):
+def test_protocol_report_has_arms_with_uncertainty_and_paper_numbers(tmp_path, check_monai_label):
     wf = _workflow(["train", "evaluate", "quick", "smoke"], tmp_path)
     wf.run()
     report = json.loads((tmp_path / "evaluation" / "report.json").read_text())
@@ -129,6 +108,14 @@ def test_protocol_report_has_arms_with_uncertainty_and_paper_numbers(tmp_path):
     wf.run()
     rows = (tmp_path / "predictions" / "predictions.csv").read_text().splitlines()
     assert len(rows) == 36 and {r.rsplit(",", 1)[1] for r in rows} <= {"0.0", "1.0", "2.0"}
+    # ... and as a bundle folder of its own, which MONAI Label's BundleInferTask loads and which runs without the repo
+    folder = out / "liver_lesion_gan_classification"
+    assert chosen["downstream_bundle"] == str(folder)
+    image = read_datalist(tmp_path / "phantom" / "datalist.json")["training"][0]["image"]
+    summary = check_monai_label(folder, image=image)
+    assert summary["pred_shape"] == (3,) and summary["outputs"] == ["predictions/predictions.csv"]
+    meta = json.loads((folder / "configs" / "metadata.json").read_text())
+    assert meta["synthaug_export"]["arm"] == chosen["arm"] and meta["synthaug_export"]["test_metrics"]
 
 
 @pytest.mark.slow

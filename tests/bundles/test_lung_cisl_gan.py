@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from monai.bundle import ConfigWorkflow
+from synthaug_testing import bundle_helpers
 
 from common.data.datalist import read_datalist
 from common.data.io import read_image, write_image
@@ -25,34 +25,12 @@ from common.protocol.turing import score_turing_test
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "lung_cisl_gan"
 CONFIGS = BUNDLE / "configs"
+_configs, _workflow, _cli = bundle_helpers("lung_cisl_gan")
 PHANTOM_CLASSES = ["ground_glass", "calcification", "cavity", "spiculation", "lobulation", "normal"]
 ARMS = {"real", "synthetic_only", "pretrain_synthetic+finetune", "real+synthetic"}
 
 
-def _configs(*names: str) -> list[str]:
-    return [str(CONFIGS / f"{n}.json") for n in names]
-
-
-def _workflow(names, output_dir, **overrides) -> ConfigWorkflow:
-    wf = ConfigWorkflow(
-        config_file=_configs(*names),
-        meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=False,
-        output_dir=str(output_dir),
-        bundle_root=str(BUNDLE),
-        **overrides,
-    )
-    wf.initialize()
-    return wf
-
-
-def _cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", *args], cwd=REPO, capture_output=True, text=True, **kwargs
-    )
-
-
-def test_protocol_two_stage_arms_and_tasks(tmp_path):
+def test_protocol_two_stage_arms_and_tasks(tmp_path, check_monai_label):
     """The acceptance path in-process: evaluate.json writes report.json with the four arms, per task, with CIs."""
     _workflow(["train", "evaluate", "quick", "smoke"], tmp_path, run_audit=False).run()
     report = json.loads((tmp_path / "evaluation" / "report.json").read_text())
@@ -96,6 +74,11 @@ def test_protocol_two_stage_arms_and_tasks(tmp_path):
     wf.run()
     rows = (tmp_path / "predictions" / "predictions.csv").read_text().splitlines()
     assert len(rows) == 48 and {float(r.rsplit(",", 1)[1]) for r in rows} <= set(range(6))
+    # ... and as a bundle folder of its own (MONAI Label's way in; runs without the repository)
+    folder = out / "lung_cisl_gan_classification"
+    image = read_datalist(tmp_path / "phantom" / "datalist.json")["training"][0]["image"]
+    summary = check_monai_label(folder, image=image)
+    assert summary["pred_shape"] == (6,) and set(summary["labels"]) == set(PHANTOM_CLASSES)
 
 
 @pytest.mark.slow

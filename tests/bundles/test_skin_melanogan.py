@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigWorkflow
 from PIL import Image
+from synthaug_testing import bundle_helpers
 
 from common.data.datalist import read_datalist
 from common.data.io import read_image, write_image
@@ -27,30 +27,8 @@ from common.errors import DataError, find_data_error
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "skin_melanogan"
 CONFIGS = BUNDLE / "configs"
+_configs, _workflow, _cli = bundle_helpers("skin_melanogan")
 SMOKE = ("quick", "smoke")
-
-
-def _configs(*names: str) -> list[str]:
-    return [str(CONFIGS / f"{n}.json") for n in names]
-
-
-def _workflow(names, output_dir, **overrides) -> ConfigWorkflow:
-    wf = ConfigWorkflow(
-        config_file=_configs(*names),
-        meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=False,
-        output_dir=str(output_dir),
-        bundle_root=str(BUNDLE),
-        **overrides,
-    )
-    wf.initialize()
-    return wf
-
-
-def _cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", *args], cwd=REPO, capture_output=True, text=True, **kwargs
-    )
 
 
 @pytest.mark.slow
@@ -75,7 +53,7 @@ def test_one_key_switches_the_generator_train_then_inference(tmp_path, gan_type)
 
 
 @pytest.mark.slow
-def test_protocol_report_has_arms_tasks_and_statistics_per_generator(tmp_path):
+def test_protocol_report_has_arms_tasks_and_statistics_per_generator(tmp_path, check_monai_label):
     report = _workflow(["train", "evaluate", *SMOKE], tmp_path).run()[1]  # [determinism, report, export]
     saved = json.loads((tmp_path / "evaluation" / "report.json").read_text())
     assert saved["arms"].keys() == report["arms"].keys() == {"baseline", "oversampling", "classic", "classic+synthetic"}
@@ -123,6 +101,9 @@ def test_protocol_report_has_arms_tasks_and_statistics_per_generator(tmp_path):
     wf.run()
     rows = (tmp_path / "predictions" / "predictions.csv").read_text().splitlines()
     assert len(rows) == len(items) and {float(r.rsplit(",", 1)[1]) for r in rows} <= {0.0, 1.0}
+    # ... and as a bundle folder of its own (MONAI Label's way in; runs without the repository)
+    summary = check_monai_label(out / "skin_melanogan_classification", image=next(iter(items.values()))["image"])
+    assert summary["pred_shape"] == (2,) and summary["labels"] == {"rest": 0, "melanoma": 1}
     for section in saved["synthesis"].values():
         assert "frechet_distance_randcnn_real_baseline" in section and "precision_randcnn" in section
     for name in ("dcgan", "lapgan", "ddgan", "real_train"):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from monai.bundle import ConfigWorkflow
+from synthaug_testing import bundle_helpers
 
 from common.data.datalist import read_datalist
 from common.data.io import read_image, write_image
@@ -23,29 +23,7 @@ from common.errors import DataError, find_data_error
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "spine_stylegan2"
 CONFIGS = BUNDLE / "configs"
-
-
-def _configs(*names: str) -> list[str]:
-    return [str(CONFIGS / f"{n}.json") for n in names]
-
-
-def _workflow(names, output_dir, **overrides) -> ConfigWorkflow:
-    wf = ConfigWorkflow(
-        config_file=_configs(*names),
-        meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=False,
-        output_dir=str(output_dir),
-        bundle_root=str(BUNDLE),
-        **overrides,
-    )
-    wf.initialize()
-    return wf
-
-
-def _cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", *args], cwd=REPO, capture_output=True, text=True, **kwargs
-    )
+_configs, _workflow, _cli = bundle_helpers("spine_stylegan2")
 
 
 def test_training_with_the_clinical_loss_then_inference(tmp_path):
@@ -80,8 +58,9 @@ def test_dp_training_reports_epsilon(tmp_path):
     assert "r1_penalty" not in (tmp_path / "gan_dp" / "conditional" / "train_log.csv").read_text()
 
 
-def test_protocol_report_has_every_arm_auc_ci_and_epsilon(tmp_path):
-    report = _workflow(["train", "evaluate", "quick", "smoke"], tmp_path, run_audit=False).run()[-1]
+def test_protocol_report_has_every_arm_auc_ci_and_epsilon(tmp_path, check_monai_label):
+    results = _workflow(["train", "evaluate", "quick", "smoke"], tmp_path, run_audit=False).run()
+    report, chosen = results[1], results[-1]  # run: [set_determinism, protocol.run() -> report, export]
     arms = report["arms"]
     assert set(arms) == {"real", "synthetic_only:stylegan2", "synthetic_only:spinegan", "synthetic_only:dp_eps10"}
     for arm in arms.values():
@@ -100,6 +79,18 @@ def test_protocol_report_has_every_arm_auc_ci_and_epsilon(tmp_path):
             out / f"fold{fold}" / "gan" / "spinegan" / "conditional" / "clinical_classifier" / "done.json"
         ).is_file()
     assert (out / "report.md").is_file()
+    # the export: the best arm on validation AUC among those that never saw a real training image
+    assert chosen["arm"].startswith("synthetic_only:") and chosen["choice"] == "synthetic_only"
+    arm_dir = out / f"fold{chosen['fold']}" / "arms" / chosen["arm"].replace(":", "_")
+    val = json.loads((arm_dir / "validation.json").read_text())
+    assert chosen["best_val_auc"] == val["best_val_auc"]
+    assert (chosen["privacy"] is not None) == (chosen["arm"] == "synthetic_only:dp_eps10")
+    folder = out / "spine_stylegan2_classification"
+    meta = json.loads((folder / "configs" / "metadata.json").read_text())
+    assert meta["synthaug_export"]["choice"] == "synthetic_only" and meta["synthaug_export"]["test_metrics"]["auc"]
+    image = read_datalist(tmp_path / "phantom" / "datalist.json")["training"][0]["image"]
+    summary = check_monai_label(folder, image=image)
+    assert summary["pred_shape"] == (2,) and summary["labels"] == {"normal": 0, "abnormal": 1}
 
 
 def test_same_seed_same_numbers(tmp_path):

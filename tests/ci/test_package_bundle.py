@@ -22,9 +22,10 @@ from roundtrip_bundles import roundtrip  # noqa: E402
 def test_zip_is_reproducible_and_self_contained(tmp_path):
     a = package(REPO / "bundles" / "brain_pix2pix", tmp_path / "a")
     b = package(REPO / "bundles" / "brain_pix2pix", tmp_path / "b")
-    za, zb = (tmp_path / d / "brain_pix2pix_v0.1.0.zip" for d in ("a", "b"))
-    assert za.read_bytes() == zb.read_bytes() and a["sha256"] == b["sha256"]
-    assert (tmp_path / "a" / "brain_pix2pix_v0.1.0.zip.sha256").read_text().split()[0] == a["sha256"]
+    version = json.loads((REPO / "bundles" / "brain_pix2pix" / "configs" / "metadata.json").read_text())["version"]
+    za, zb = (tmp_path / d / f"brain_pix2pix_v{version}.zip" for d in ("a", "b"))
+    assert za.read_bytes() == zb.read_bytes() and a["sha256"] == b["sha256"] and a["version"] == version
+    assert (tmp_path / "a" / f"{za.name}.sha256").read_text().split()[0] == a["sha256"]
     index = json.loads((tmp_path / "a" / "index.json").read_text())
     assert index["bundles"] == [a] and a["url"].startswith("file://")
     with zipfile.ZipFile(za) as zf:

@@ -110,3 +110,42 @@ def test_tasks_and_pretraining_end_to_end(tmp_path, monkeypatch):
     again = _protocol(tmp_path).run()
     assert len(calls) == 1 and calls[0].endswith("fold0/tasks/multiclass/arms/real")
     assert json.dumps(again["tasks"]["cavity_vs_rest"]) == json.dumps(report["tasks"]["cavity_vs_rest"])
+
+
+def test_equal_steps_gives_bigger_arms_fewer_epochs(tmp_path, monkeypatch):
+    from common.protocol.budget import equal_step_epochs
+
+    assert equal_step_epochs(30, 100, 300) == 10 and equal_step_epochs(30, 100, 100) == 30
+    assert equal_step_epochs(3, 10, 1000) == 1, "never zero epochs"
+    with pytest.raises(ValueError, match="n_reference"):
+        equal_step_epochs(3, 0, 10)
+
+    class Recorded(Exception):
+        pass
+
+    def record(*args, **kwargs):
+        raise Recorded(kwargs["max_epochs"], len(args[1]))
+
+    monkeypatch.setattr(classification, "fit_classifier", record)
+    item = {"image": "x", "label": 0}
+    train, synthetic = [item] * 12, [item] * 24
+    for equal, arm, expected in [
+        ("real", "real", (6, 12)),
+        (True, "real+synthetic", (2, 36)),  # true: the first arm ("real"); 3x its images, 1/3 of the epochs
+        ("real", "synthetic_only", (3, 24)),
+        (None, "real+synthetic", (6, 36)),  # the papers' way: same epochs, 3x the steps
+    ]:
+        protocol = _protocol(tmp_path / f"{equal}", classifier_epochs=6, equal_steps=equal, tasks=None)
+        with pytest.raises(Recorded) as got:
+            protocol._run_arm(0, arm, train, [item], [item], synthetic)
+        assert got.value.args == expected, (equal, arm)
+    # the budget of the classic arm (2 augmented repeats of each real image): the baseline gets twice its epochs
+    for arm, expected in [("classic", (6, 24)), ("baseline", (12, 12)), ("classic+synthetic", (3, 48))]:
+        protocol = _protocol(
+            tmp_path / "rep", classifier_epochs=6, equal_steps="classic", augment_repeats=2, tasks=None
+        )
+        with pytest.raises(Recorded) as got:
+            protocol._run_arm(0, arm, train, [item], [item], synthetic)
+        assert got.value.args == expected, (equal, arm)
+    with pytest.raises(ValueError, match="equal_steps"):
+        _protocol(tmp_path / "bad", equal_steps="longest")

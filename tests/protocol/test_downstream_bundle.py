@@ -1,0 +1,192 @@
+"""The downstream bundle writer (common.protocol.export) on a tiny fake classifier, checked the way MONAI Label loads
+a bundle (ci/check_monai_label.py) and by ci/verify_bundle.py; plus the one file selection of the common copy."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from common.bundle_files import common_package_files
+from common.networks import LesionClassifier
+from common.protocol.export import export_downstream
+
+REPO = Path(__file__).resolve().parents[2]
+LIVER = REPO / "bundles" / "liver_lesion_gan"
+CLASSES = ["cyst", "metastasis", "hemangioma"]
+SIZE, CHANNELS = 16, [4, 4, 4]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "ci" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+cml = _script("check_monai_label")
+vb = _script("verify_bundle")
+
+
+def _fake_evaluation(out: Path) -> list[tuple[str, int, Path]]:
+    """Two arms x two folds of tiny classifiers with result.json (validation scores) and a report.json."""
+    candidates = []
+    scores = {("baseline", 0): 0.50, ("baseline", 1): 0.61, ("classic", 0): 0.72, ("classic", 1): 0.40}
+    for (arm, fold), score in scores.items():
+        d = out / f"fold{fold}" / arm
+        d.mkdir(parents=True)
+        torch.manual_seed(fold)
+        net = LesionClassifier(in_channels=1, num_classes=3, image_size=SIZE, channels=CHANNELS)
+        torch.save(net.state_dict(), d / "best_model.pt")
+        (d / "result.json").write_text(json.dumps({"best_val_balanced_accuracy": score}))
+        candidates.append((arm, fold, d / "result.json"))
+    metrics = {"accuracy": {"mean": 0.7, "std": 0.05, "ci95": [0.25, 1.0]}}
+    report = {
+        "paper": "Frid-Adar et al. 2018",
+        "dataset": "phantom",
+        "folds": 2,
+        "arms": {"classic": {"metrics": metrics}, "baseline": {"metrics": metrics}},
+        "paper_reference": {"classic": {"accuracy": 0.786}},
+    }
+    (out / "report.json").write_text(json.dumps(report))
+    return candidates
+
+
+def _downstream() -> dict:
+    return {
+        "template": str(LIVER / "configs" / "classify.json"),
+        "source_root": str(LIVER),
+        "config": {"image_size": SIZE, "classifier_channels": CHANNELS},
+        "image": {"data_type": "nifti", "modality": "CT", "num_channels": 1, "spatial_shape": [SIZE, SIZE]},
+    }
+
+
+@pytest.fixture
+def exported(tmp_path) -> Path:
+    out = tmp_path / "evaluation"
+    record = export_downstream(
+        _fake_evaluation(out),
+        "best_val_balanced_accuracy",
+        out / "classifier.pt",
+        kind="classification",
+        labels=CLASSES,
+        report_file=out / "report.json",
+        downstream=_downstream(),
+        class_names=CLASSES,
+    )
+    assert (record["arm"], record["fold"]) == ("classic", 0), "chosen on the validation score"
+    folder = Path(record["downstream_bundle"])
+    assert folder == out / "liver_lesion_gan_classification"
+    assert json.loads((out / "classifier.json").read_text())["downstream_bundle"] == str(folder)
+    return folder
+
+
+def _roi(path: Path) -> Path:
+    image = np.random.default_rng(0).uniform(-160, 240, (SIZE, SIZE)).astype(np.float32)
+    nib.save(nib.Nifti1Image(image, np.eye(4)), str(path))
+    return path
+
+
+def test_exported_folder_is_a_monai_label_bundle(exported, tmp_path):
+    meta = json.loads((exported / "configs" / "metadata.json").read_text())
+    source = json.loads((LIVER / "configs" / "metadata.json").read_text())
+    sel = meta["synthaug_export"]
+    assert meta["version"] == source["version"] == sel["source_version"] and sel["source_bundle"] == LIVER.name
+    assert (sel["arm"], sel["fold"], sel["validation_score"]) == ("classic", 0, 0.72)
+    assert sel["test_metrics"]["accuracy"]["ci95"] == [0.25, 1.0] and sel["paper_reference"] == {"accuracy": 0.786}
+    fmt = meta["network_data_format"]
+    assert list(fmt["inputs"]) == ["image"] and list(fmt["outputs"]) == ["pred"]
+    assert fmt["outputs"]["pred"]["channel_def"] == {"0": "cyst", "1": "metastasis", "2": "hemangioma"}
+    inference = json.loads((exported / "configs" / "inference.json").read_text())
+    assert inference["bundle_name"] == exported.name and inference["image_size"] == SIZE
+    assert inference["ckpt_path"] == "$@bundle_root + '/models/model.pt'" and "run" in inference
+    torch.testing.assert_close(
+        torch.load(exported / "models" / "model.pt"), torch.load(exported.parent / "fold0/classic/best_model.pt")
+    )
+    card = (exported / "docs" / "README.md").read_text()
+    assert "Demonstration only" in card and "0.786" in card and "check_monai_label.py" in card
+    assert (exported / "LICENSE").read_bytes() == (LIVER / "LICENSE").read_bytes()
+    assert (exported / "docs" / "data_license.txt").is_file() and (exported / "configs" / "logging.conf").is_file()
+    copied = {rel for rel, _ in common_package_files(exported / "common")}
+    assert copied == {rel for rel, _ in common_package_files()} and "protocol/export.py" in copied
+    assert not list(exported.rglob("__pycache__"))
+
+    # MONAI Label's steps, then the standalone infer workflow from the folder without the repository
+    summary = cml.check_bundle(exported, image=_roi(tmp_path / "roi.nii.gz"))
+    assert summary["pred_shape"] == (3,) and summary["raw_shape"] == (3,)
+    assert summary["labels"] == {"cyst": 0, "metastasis": 1, "hemangioma": 2}
+    assert summary["outputs"] == ["predictions/predictions.csv"]
+    # ci/verify_bundle.py treats it as an inference-only bundle and passes it
+    report = vb.verify(exported)
+    assert report.failed == 0, [r.line() for r in report.results if r.status == "FAIL"]
+
+
+def test_check_fails_when_metadata_or_weights_do_not_fit(exported, tmp_path):
+    image = _roi(tmp_path / "roi.nii.gz")
+    meta_file = exported / "configs" / "metadata.json"
+    meta = json.loads(meta_file.read_text())
+    broken = dict(meta)
+    broken["network_data_format"] = {
+        "inputs": {"latent": {"type": "noise"}, **meta["network_data_format"]["inputs"]},
+        "outputs": meta["network_data_format"]["outputs"],
+    }
+    meta_file.write_text(json.dumps(broken))
+    with pytest.raises(cml.BundleCheckError, match="first input 'latent'"):
+        cml.check_bundle(exported, image=image, workflow=False)
+    broken["network_data_format"] = meta["network_data_format"] | {
+        "outputs": {"pred": meta["network_data_format"]["outputs"]["pred"] | {"num_channels": 4}}
+    }
+    meta_file.write_text(json.dumps(broken))
+    with pytest.raises(cml.BundleCheckError, match="3 channels"):
+        cml.check_bundle(exported, image=image, workflow=False)
+    meta_file.write_text(json.dumps(meta))
+    (exported / "models" / "model.pt").unlink()
+    with pytest.raises(cml.BundleCheckError, match="neither model.pt nor model.ts"):
+        cml.check_bundle(exported, image=image, workflow=False)
+    assert any(r.name == "required_files" and r.status == "FAIL" for r in vb.verify(exported).results)
+    assert cml.main([str(exported), "--no-workflow"]) == 1
+
+
+def test_re_export_replaces_the_folder_and_bad_config_keys_fail(exported, tmp_path):
+    out = exported.parent
+    (exported / "stale.txt").write_text("from an older export")
+    record = export_downstream(
+        [("classic", 0, out / "fold0" / "classic" / "result.json")],
+        "best_val_balanced_accuracy",
+        out / "classifier.pt",
+        kind="classification",
+        labels=CLASSES,
+        downstream=_downstream(),
+    )
+    assert Path(record["downstream_bundle"]) == exported and not (exported / "stale.txt").exists()
+    assert not [p for p in out.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+    # the default test image (random, from the metadata) goes through as well
+    assert cml.check_bundle(exported, workflow=False)["pred_shape"] == (3,)
+    bad = _downstream() | {"config": {"imge_size": SIZE}}
+    with pytest.raises(ValueError, match="imge_size"):
+        export_downstream(
+            [("classic", 0, out / "fold0" / "classic" / "result.json")],
+            "best_val_balanced_accuracy",
+            out / "classifier.pt",
+            kind="classification",
+            labels=CLASSES,
+            downstream=bad,
+        )
+    assert (exported / "models" / "model.pt").is_file(), "a failed export leaves the previous folder"
+
+
+def test_common_files_outside_git_are_walked_without_caches(tmp_path):
+    copy = tmp_path / "common"
+    shutil.copytree(REPO / "common", copy)
+    (copy / "__pycache__").mkdir(exist_ok=True)
+    (copy / "__pycache__" / "x.pyc").write_bytes(b"")
+    names = {rel for rel, _ in common_package_files(copy)}
+    assert "bundle_files.py" in names and not [n for n in names if "__pycache__" in n]
