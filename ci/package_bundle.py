@@ -16,6 +16,9 @@ What goes into ``<name>_v<version>.zip`` (one top-level folder ``<name>/``, as `
   repository. (The alternative, pinning ``synthaug-bundles`` and asking for ``pip install``, needs a package index
   that serves it; the copy works offline and keeps code and configs of one version together.)
 
+An exported downstream model (``<output_dir>/evaluation/<bundle>_classification``, whose metadata has
+``synthaug_export``) is packaged the same way, with the ``common`` copy it was exported with.
+
 Reproducible: entries sorted, timestamps fixed to 1980-01-01, permissions fixed, deflate level fixed, so that two
 builds of the same tree are byte-identical. Files larger than 25 MB are not zipped: they must be listed in the
 bundle's ``large_files.yml`` (path, url, hash_val, hash_type sha256), which the zip carries. Writes
@@ -70,6 +73,11 @@ def bundle_entries(bundle: Path) -> list[tuple[str, Path]]:
                 raise SystemExit(f"{f} is larger than 25 MB and not listed in large_files.yml: list it there")
             continue
         entries.append((f"{name}/{rel}", f))
+    exported = "synthaug_export" in json.loads((bundle / "configs" / "metadata.json").read_text())
+    if exported:  # a downstream bundle written by an evaluation carries the common copy it was exported with
+        if not (bundle / "common").is_dir():
+            raise SystemExit(f"{bundle}: an exported downstream bundle without its common/ copy: re-run the export")
+        return sorted(entries)
     if (bundle / "common").exists():
         raise SystemExit(f"{bundle / 'common'} exists: the packager adds the common package itself")
     for rel, f in common_package_files(REPO / "common"):

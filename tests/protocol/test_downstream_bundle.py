@@ -190,3 +190,21 @@ def test_common_files_outside_git_are_walked_without_caches(tmp_path):
     (copy / "__pycache__" / "x.pyc").write_bytes(b"")
     names = {rel for rel, _ in common_package_files(copy)}
     assert "bundle_files.py" in names and not [n for n in names if "__pycache__" in n]
+
+
+def test_exported_folder_packages_as_a_zip_with_its_own_common_copy(exported, tmp_path):
+    pkg = _script("package_bundle")
+    entry = pkg.package(exported, tmp_path / "dist")
+    assert (
+        entry["name"] == exported.name
+        and entry["version"] == json.loads((exported / "configs" / "metadata.json").read_text())["version"]
+    )
+    import zipfile
+
+    names = zipfile.ZipFile(tmp_path / "dist" / f"{exported.name}_v{entry['version']}.zip").namelist()
+    assert f"{exported.name}/models/model.pt" in names and f"{exported.name}/configs/inference.json" in names
+    common = [n for n in names if n.startswith(f"{exported.name}/common/")]
+    assert common and len(common) == len(set(common)), "the export's common copy, once"
+    shutil.rmtree(exported / "common")
+    with pytest.raises(SystemExit, match="common"):
+        pkg.package(exported, tmp_path / "dist2")
