@@ -1,4 +1,5 @@
-"""What every benchmark script shares: peak memory of a case, and running each case in its own subprocess.
+"""What every benchmark script shares: peak memory of a case, running each case in its own subprocess, the timing
+at a case's end, and the command line.
 
 A case runs in a fresh interpreter (``<script> --case NAME <the caller's arguments>``) so that its peak memory (max
 RSS on CPU, max allocated on CUDA) is its own and one case's warm-up does not speed up the next; the subprocess
@@ -7,11 +8,13 @@ prints one JSON line, its result.
 
 from __future__ import annotations
 
+import argparse
 import json
 import resource
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -31,3 +34,45 @@ def run_cases(script: str, cases: Sequence[str], argv: Sequence[str]) -> dict[st
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
         results[case] = json.loads(out)
     return results
+
+
+def case_result(case: str, count: int, start: float, device: torch.device) -> dict:
+    """End a timed case: wait for the GPU, then ``count`` images over the time since ``start``, and peak memory."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    return {"case": case, "images_per_s": count / seconds, "peak_mb": peak_mb(device), "seconds": seconds}
+
+
+def benchmark_cli(
+    script: str,
+    description: str,
+    sizes: Sequence[str],
+    run_case: Callable[..., dict],
+    cases: Sequence[str],
+    *,
+    size: str = "cpu",
+    n: int = 128,
+    n_help: str = "images per epoch",
+    batch: int = 16,
+    epochs: int = 2,
+) -> tuple[argparse.Namespace, torch.device, dict[str, dict]] | None:
+    """The shared command line: ``--size --n --batch --epochs --device`` (defaults per script).
+
+    Called with ``--case NAME`` (as ``run_cases`` calls the script) it runs ``run_case(case, size, n, batch, epochs,
+    device)``, prints the JSON line and returns None; otherwise it runs every case in its own interpreter and returns
+    ``(args, device, {case: result})`` for the script to print.
+    """
+    parser = argparse.ArgumentParser(description=description.splitlines()[0])
+    parser.add_argument("--size", choices=sorted(sizes), default=size)
+    parser.add_argument("--n", type=int, default=n, help=n_help)
+    parser.add_argument("--batch", type=int, default=batch)
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if args.case:
+        print(json.dumps(run_case(args.case, args.size, args.n, args.batch, args.epochs, device)))
+        return None
+    return args, device, run_cases(script, cases, sys.argv[1:])

@@ -10,8 +10,6 @@ slices per second through ``translate_volume`` (MONAI ``SliceInferer``).
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import tempfile
 import time
@@ -22,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _harness import peak_mb, run_cases  # noqa: E402  (benchmarks/ is the script's folder)
+from _harness import benchmark_cli, case_result  # noqa: E402  (benchmarks/ is the script's folder)
 
 SIZES = {
     "cpu": {"g": (32, 64, 128, 256, 256, 256), "d": 32, "px": 64},
@@ -123,26 +121,25 @@ def run_case(case: str, size: str, n: int, batch: int, epochs: int, device: torc
         count = 32 * epochs
     else:
         raise ValueError(case)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - t
-    return {"case": case, "images_per_s": count / seconds, "peak_mb": peak_mb(device), "seconds": seconds}
+    return case_result(case, count, t, device)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=sorted(SIZES), default="cpu")
-    parser.add_argument("--n", type=int, default=128, help="slices per epoch")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--case", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    device = torch.device(args.device)
-    if args.case:
-        print(json.dumps(run_case(args.case, args.size, args.n, args.batch, args.epochs, device)))
+    parsed = benchmark_cli(
+        __file__,
+        __doc__,
+        SIZES,
+        run_case,
+        ("pix2pix_plain", "pix2pix_engine", "synthesis"),
+        size="cpu",
+        n=128,
+        n_help="slices per epoch",
+        batch=8,
+        epochs=2,
+    )
+    if parsed is None:  # ran one case, in its own subprocess
         return
-    results = run_cases(__file__, ("pix2pix_plain", "pix2pix_engine", "synthesis"), sys.argv[1:])
+    args, device, results = parsed
     print(f"# brain_pix2pix, size={args.size}, device={device}, n={args.n}, batch={args.batch}, epochs={args.epochs}")
     for r in results.values():
         print(f"{r['case']:<16} {r['images_per_s']:9.1f} slices/s  peak {r['peak_mb']:8.1f} MB")

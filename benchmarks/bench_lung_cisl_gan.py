@@ -10,8 +10,6 @@ brings). Each case runs in its own subprocess so that peak memory (max RSS on CP
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import tempfile
 import time
@@ -22,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _harness import peak_mb, run_cases  # noqa: E402  (benchmarks/ is the script's folder)
+from _harness import benchmark_cli, case_result  # noqa: E402  (benchmarks/ is the script's folder)
 
 SIZES = {
     "cpu": {"g": (128, 64, 32, 16), "d": (16, 32, 64, 128), "c": (16, 32, 64)},
@@ -125,28 +123,25 @@ def run_case(case: str, size: str, n: int, batch: int, epochs: int, device: torc
         count = per_class * CLASSES * epochs
     else:
         raise ValueError(case)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - t
-    return {"case": case, "images_per_s": count / seconds, "peak_mb": peak_mb(device), "seconds": seconds}
+    return case_result(case, count, t, device)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=sorted(SIZES), default="cpu")
-    parser.add_argument("--n", type=int, default=512, help="images per epoch")
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--case", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    device = torch.device(args.device)
-    if args.case:
-        print(json.dumps(run_case(args.case, args.size, args.n, args.batch, args.epochs, device)))
-        return
-    results = run_cases(
-        __file__, ("gan_plain", "gan_engine", "classifier_plain", "classifier_engine", "generation"), sys.argv[1:]
+    parsed = benchmark_cli(
+        __file__,
+        __doc__,
+        SIZES,
+        run_case,
+        ("gan_plain", "gan_engine", "classifier_plain", "classifier_engine", "generation"),
+        size="cpu",
+        n=512,
+        n_help="images per epoch",
+        batch=32,
+        epochs=3,
     )
+    if parsed is None:  # ran one case, in its own subprocess
+        return
+    args, device, results = parsed
     print(f"# lung_cisl_gan, size={args.size}, device={device}, n={args.n}, batch={args.batch}, epochs={args.epochs}")
     for model in ("gan", "classifier"):
         plain, engine = results[f"{model}_plain"], results[f"{model}_engine"]

@@ -9,8 +9,6 @@ One line per case: images/s, peak memory, ratio engine / plain. Each case runs i
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import tempfile
 import time
@@ -21,7 +19,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _harness import peak_mb, run_cases  # noqa: E402  (benchmarks/ is the script's folder)
+from _harness import benchmark_cli, case_result  # noqa: E402  (benchmarks/ is the script's folder)
 
 SIZES = {
     "quick": {"image_size": 64, "latent_dim": 128, "w_dim": 128, "channel_base": 2048, "channel_max": 64},
@@ -84,26 +82,25 @@ def run_case(case: str, size: str, n: int, batch: int, epochs: int, device: torc
             epoch()
     else:
         raise ValueError(case)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - t
-    return {"case": case, "images_per_s": n * epochs / seconds, "peak_mb": peak_mb(device), "seconds": seconds}
+    return case_result(case, n * epochs, t, device)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=sorted(SIZES), default="quick")
-    parser.add_argument("--n", type=int, default=128, help="real images per epoch")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--case", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    device = torch.device(args.device)
-    if args.case:
-        print(json.dumps(run_case(args.case, args.size, args.n, args.batch, args.epochs, device)))
+    parsed = benchmark_cli(
+        __file__,
+        __doc__,
+        SIZES,
+        run_case,
+        ("plain", "engine", "engine_dp"),
+        size="quick",
+        n=128,
+        n_help="real images per epoch",
+        batch=16,
+        epochs=2,
+    )
+    if parsed is None:  # ran one case, in its own subprocess
         return
-    results = run_cases(__file__, ("plain", "engine", "engine_dp"), sys.argv[1:])
+    args, device, results = parsed
     print(f"# spine_stylegan2, size={args.size}, device={device}, n={args.n}, batch={args.batch}, epochs={args.epochs}")
     print("# images/s = real images per second through one D step + one G step (no lazy regularisers, no ADA)")
     plain = results["plain"]["images_per_s"]
