@@ -1,4 +1,5 @@
-"""Helpers the bundle tests share: a bundle's config paths, its workflow in-process, its CLI in a subprocess.
+"""Helpers the bundle tests share: a bundle's config paths, its workflow in-process, its CLI in a subprocess, and a
+training run killed mid-way.
 
 ``tests/conftest.py`` puts this folder on ``sys.path``; a test file does
 ``configs, workflow, cli = bundle_helpers("<bundle name>")``.
@@ -6,8 +7,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,3 +54,27 @@ def bundle_helpers(name: str) -> tuple[Callable[..., list[str]], Callable[..., C
         )
 
     return configs, workflow, cli
+
+
+def kill_training_after_checkpoints(args: list[str], checkpoint_dir: Path, n: int = 2, timeout: float = 240) -> int:
+    """Start ``python -m monai.bundle run *args`` from the repository root, SIGKILL its process group once
+    ``checkpoint_dir`` holds ``n`` epoch checkpoints (or after ``timeout`` s), as a crash or a pre-empted job would, and
+    return the epoch of the newest *complete* checkpoint: the kill may cut the newest save short (MONAI's saver writes
+    in place), and resuming skips such a file, so the test must expect the one before it."""
+    from common.engines import latest_checkpoint
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "monai.bundle", "run", *args],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + timeout
+    while time.time() < deadline and len(list(checkpoint_dir.glob("*epoch=*.pt"))) < n:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    newest = latest_checkpoint(str(checkpoint_dir), complete_only=True)
+    assert newest is not None, f"no complete checkpoint in {checkpoint_dir} before the kill"
+    return int(Path(newest).stem.split("=")[-1])

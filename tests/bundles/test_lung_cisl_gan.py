@@ -6,16 +6,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from synthaug_testing import bundle_helpers
+from synthaug_testing import bundle_helpers, kill_training_after_checkpoints
 
 from common.data.datalist import read_datalist
 from common.data.io import read_image, write_image
@@ -130,22 +125,7 @@ def test_killed_training_resumes_from_last_checkpoint(tmp_path):
         "training", "--config_file", str(_configs("train", "quick", "smoke")), "--output_dir", str(tmp_path),
         "--max_epochs", "400", "--checkpoint_interval", "1",
     ]  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "monai.bundle", "run", *args],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    ckpts = tmp_path / "gan" / "conditional" / "checkpoints"
-    deadline = time.time() + 240
-    while time.time() < deadline and len(list(ckpts.glob("*epoch=*.pt"))) < 2:
-        time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)  # mid-run, as a crash or a pre-empted job would
-    proc.wait()
-    epochs_before = sorted(int(p.stem.split("=")[-1]) for p in ckpts.glob("*epoch=*.pt"))
-    assert epochs_before, "no checkpoint was written before the kill"
-    last = epochs_before[-1]
+    last = kill_training_after_checkpoints(args, tmp_path / "gan" / "conditional" / "checkpoints")
     args[args.index("400")] = str(last + 2)
     again = _cli(args)
     assert again.returncode == 0, again.stderr[-3000:]
