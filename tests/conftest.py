@@ -46,10 +46,6 @@ def shared_data():
 def check_monai_label():
     """``check_bundle`` of ci/check_monai_label.py (ci/ is a folder of scripts, not a package): loads a bundle folder
     as MONAI Label does, runs one image through it, then its infer workflow standalone; returns a summary."""
-    import importlib.util
+    from synthaug_testing import load_ci_script
 
-    spec = importlib.util.spec_from_file_location("check_monai_label", REPO_ROOT / "ci" / "check_monai_label.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["check_monai_label"] = module
-    spec.loader.exec_module(module)
-    return module.check_bundle
+    return load_ci_script("check_monai_label").check_bundle

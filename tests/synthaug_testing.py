@@ -1,5 +1,5 @@
 """Helpers the bundle tests share: a bundle's config paths, its workflow in-process, its CLI in a subprocess, and a
-training run killed mid-way.
+training run killed mid-way; and the scripts of ``ci/`` as modules.
 
 ``tests/conftest.py`` puts this folder on ``sys.path``; a test file does
 ``configs, workflow, cli = bundle_helpers("<bundle name>")``.
@@ -7,6 +7,7 @@ training run killed mid-way.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 from monai.bundle import ConfigWorkflow
 
@@ -78,3 +80,16 @@ def kill_training_after_checkpoints(args: list[str], checkpoint_dir: Path, n: in
     newest = latest_checkpoint(str(checkpoint_dir), complete_only=True)
     assert newest is not None, f"no complete checkpoint in {checkpoint_dir} before the kill"
     return int(Path(newest).stem.split("=")[-1])
+
+
+def load_ci_script(name: str) -> ModuleType:
+    """Import ``ci/<name>.py`` by path (``ci`` is a folder of scripts, not a package), registered in ``sys.modules``
+    (dataclasses look their module up while a class is built)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO / "ci" / f"{name}.py")
+    assert spec is not None and spec.loader is not None, name
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -7,33 +7,22 @@ tests go through the command line to cover argument parsing and the exit status.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from synthaug_testing import load_ci_script
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "ci" / "verify_bundle.py"
 SCHEMA_URL = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
 
 
-def _load_verifier() -> ModuleType:
-    """Import ci/verify_bundle.py by path: ``ci`` is a folder of scripts, not a package."""
-    spec = importlib.util.spec_from_file_location("verify_bundle", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["verify_bundle"] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-vb = _load_verifier()
+vb = load_ci_script("verify_bundle")
 PIN = vb._setup_cfg_version() or "0.1.0"
 
 LOGGING_CONF = """\

@@ -3,16 +3,15 @@ a bundle (ci/check_monai_label.py) and by ci/verify_bundle.py; plus the one file
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from synthaug_testing import load_ci_script
 
 from common.bundle_files import common_package_files
 from common.networks import LesionClassifier
@@ -24,16 +23,8 @@ CLASSES = ["cyst", "metastasis", "hemangioma"]
 SIZE, CHANNELS = 16, [4, 4, 4]
 
 
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "ci" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-cml = _script("check_monai_label")
-vb = _script("verify_bundle")
+cml = load_ci_script("check_monai_label")
+vb = load_ci_script("verify_bundle")
 
 
 def _fake_evaluation(out: Path) -> list[tuple[str, int, Path]]:
@@ -193,7 +184,7 @@ def test_common_files_outside_git_are_walked_without_caches(tmp_path):
 
 
 def test_exported_folder_packages_as_a_zip_with_its_own_common_copy(exported, tmp_path):
-    pkg = _script("package_bundle")
+    pkg = load_ci_script("package_bundle")
     entry = pkg.package(exported, tmp_path / "dist")
     assert (
         entry["name"] == exported.name
