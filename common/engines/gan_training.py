@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -110,6 +112,7 @@ def fit_gan(
     prepare_batch: Callable | None = None,
     sample_saver: Any | None = None,
     dataset_keys: Sequence[str] | None = ("image", "label"),
+    total_steps: int | None = None,
 ) -> dict:
     """Train one GAN on ``items`` and write into ``output_dir``:
 
@@ -124,6 +127,10 @@ def fit_gan(
     Paired GANs (pix2pix) pass their own ``prepare_batch`` (``(batch, device, non_blocking) -> (reals,
     condition)``), a ``sample_saver`` handler (default: ``SampleGridSaver`` of latent samples) and the item keys
     their transforms need (``dataset_keys``; None keeps every key).
+
+    ``total_steps``: when set, train for about this many generator steps instead of ``max_epochs`` (the epochs are
+    ``ceil(total_steps / batches per epoch)``): a budget in steps means the same work for a class of 60 images as
+    for one of 600, which epochs do not.
 
     A run whose ``checkpoints/`` exist continues from the newest one (``resume=True``), so a killed run picks up
     where it stopped and a finished one returns at once.
@@ -153,6 +160,10 @@ def fit_gan(
     if hasattr(augment, "set_random_state"):
         augment.set_random_state(seed)
     loader = _loader(items, transforms, min(batch_size, len(items)), num_workers, seed, keys=dataset_keys)
+    if total_steps is not None:
+        if int(total_steps) < 1:
+            raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+        max_epochs = max(1, math.ceil(int(total_steps) / max(1, len(loader))))
 
     generator = to_channels_last(recipe.generator().to(device))
     discriminator = to_channels_last(recipe.discriminator().to(device))
@@ -252,7 +263,9 @@ def fit_gan(
         for handler in extra_handlers or ():
             handler.attach(trainer)
 
+    started = time.perf_counter()
     trainer.run()
+    seconds = time.perf_counter() - started
     if distributed.is_distributed():
         logger.info(
             f"rank {distributed.rank()} of {distributed.world_size()}: {trainer.state.iteration} iterations, "
@@ -270,7 +283,11 @@ def fit_gan(
     torch.save(sampler.state_dict(), tmp)
     os.replace(tmp, gen_file)
     history = getattr(trainer.state, "history", [])
-    done = {"epochs": trainer.state.epoch, "n_images": len(items)}
+    # iterations: the whole run's (a resumed trainer restores its count); seconds: this process's share
+    done = {
+        "epochs": trainer.state.epoch, "n_images": len(items), "iterations": trainer.state.iteration,
+        "batch_size": min(batch_size, len(items)), "seconds": round(seconds, 1),
+    }  # fmt: skip
     result = {
         "generator": sampler, "discriminator": trainer.discriminator, "generator_file": str(gen_file),
         "history": history, "output_dir": str(out),

@@ -67,6 +67,8 @@ class BCEObjective(GANObjective):
             "d_loss": loss_real + loss_fake,
             "d_real": torch.sigmoid(real_logits).mean().detach(),
             "d_fake": torch.sigmoid(fake_logits).mean().detach(),
+            # ADA's overfitting heuristic r_t = E[sign(D(real))] (common.data.ada.AdaptiveAugmentHandler)
+            "d_real_sign": torch.sign(real_logits).mean().detach(),
         }
 
     def g_loss(self, gen, disc, reals, labels):
@@ -113,6 +115,7 @@ class ACGANObjective(BCEObjective):
             "d_adv": adv.detach(),
             "d_aux": aux.detach(),
             "d_real_class_acc": (real_cls.argmax(1) == labels).float().mean().detach(),
+            "d_real_sign": torch.sign(real_logits).mean().detach(),
         }
 
     def g_loss(self, gen, disc, reals, labels):

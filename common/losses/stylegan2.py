@@ -107,14 +107,19 @@ class R1Regularizer:
     discriminator as D sees images (after ADA), so the gradient is taken with respect to the un-augmented reals
     through the augmentation, as in StyleGAN2-ADA. The authors' gamma at 256 px, batch 16: 0.82
     (``0.0002 * 256**2 / 16``, StyleGAN2-ADA's ``auto`` rule).
+
+    ``pass_labels=False`` for a discriminator that takes no class input (an ACGAN D classifies instead).
     """
 
-    def __init__(self, gamma: float = 0.82) -> None:
+    def __init__(self, gamma: float = 0.82, pass_labels: bool = True) -> None:
         self.gamma = float(gamma)
+        self.pass_labels = bool(pass_labels)
 
     def __call__(self, disc, reals: torch.Tensor, labels: torch.Tensor | None) -> dict:
         x = reals.detach().requires_grad_(True)
-        logits = _call_disc(disc, x, labels)
+        logits = _call_disc(disc, x, labels if self.pass_labels else None)
+        if isinstance(logits, tuple):  # an ACGAN D also returns class logits: R1 is on the real/fake logit
+            logits = logits[0]
         (grad,) = torch.autograd.grad(logits.sum(), x, create_graph=True)
         penalty = grad.square().sum(dim=tuple(range(1, grad.dim())))
         return {"d_reg": penalty.mean() * (self.gamma / 2.0), "r1_penalty": penalty.detach().mean()}
