@@ -130,12 +130,8 @@ def stylegan2_variants(
     if clinical is not None and getattr(clinical, "weight", 0) > 0:
         out["spinegan"] = stylegan2_recipe(**settings, clinical=clinical)
     for eps in dp_epsilons:
-        dp = DPSGDDiscriminator(
-            target_epsilon=float(eps),
-            target_delta=dp_delta,
-            max_grad_norm=dp_max_grad_norm,
-            seed=settings.get("seed", 0),
-        )
+        # no seed: DP's noise and sampling come from fresh OS entropy (common.privacy.dp)
+        dp = DPSGDDiscriminator(target_epsilon=float(eps), target_delta=dp_delta, max_grad_norm=dp_max_grad_norm)
         name = f"dp_eps{float(eps):g}"
         out[name] = stylegan2_recipe(**{**settings, "ada_p": dp_ada_p}, privacy=dp)
     if paper_noise_then_clip:

@@ -22,7 +22,20 @@ so by post-processing G and its samples inherit D's (epsilon, delta). What it do
   exactly one clipped row;
 - the accountant is PRV (Gopi et al. 2021): ``epsilon(delta)`` is its upper bound. Never the GDP approximation.
   Its history is saved with the checkpoints, so a resumed run keeps counting;
-- the SpineGAN clinical loss is refused: its classifier is trained on the private images outside DP-SGD.
+- the SpineGAN clinical loss is refused: its classifier is trained on the private images outside DP-SGD;
+- the randomness that protects the images is secret: the Gaussian noise, the Poisson sampling and the augmentation
+  pipe's draws (which land on the private rows) come from generators seeded with 64 fresh bits of ``os.urandom``
+  (``secrets``) every time ``wrap`` / ``attach`` run, i.e. at every start *and every resume*; the config's ``seed``
+  never reaches them and they are never saved in a checkpoint. With a public seed, anyone could regenerate the noise
+  and subtract it from the released weights, and the epsilon would bound nothing; a resume would replay the noise
+  and the batches already spent. (Opacus' ``secure_mode`` would take them from torchcsprng, which has no build for
+  current PyTorch.) The noise itself is drawn as in ``secure_mode`` (a sum of 4 Gaussians, robust to the
+  floating-point attack of Jin et al. 2021). ``seed`` still fixes the non-private randomness (initial weights,
+  latents), so a DP run is not reproducible, by design; two runs with the same seed differ;
+- what is logged is post-processing of the mechanism's output only: ``attach`` makes ``engine.state.output`` a
+  ``PublicOutput`` holding the ``PUBLIC_OUTPUT_KEYS`` (G's losses, computed on fakes through D) before any handler
+  reads it, so ``d_loss``, ``d_real``, ``d_real_sign`` and every other value of D's pass over the private batch never
+  reach ``train_log.csv``, the history, TensorBoard or MLflow.
 
 Several ranks (torchrun): the mechanism must stay the one the accountant describes, a Poisson-subsampled Gaussian
 on the *whole* data set with rate q, noise ``sigma * C`` added *once* to the sum of clipped gradients:
@@ -49,6 +62,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import secrets
+import warnings
 from collections.abc import Iterator
 
 import torch
@@ -56,7 +72,48 @@ from torch import nn
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DPSGDDiscriminator", "NoiseThenClipOptimizer", "PaperNoiseThenClip", "noise_for_epsilon", "prv_epsilon"]
+__all__ = [
+    "PUBLIC_OUTPUT_KEYS",
+    "DPSGDDiscriminator",
+    "NoiseThenClipOptimizer",
+    "PaperNoiseThenClip",
+    "PublicOutput",
+    "noise_for_epsilon",
+    "prv_epsilon",
+    "secret_generator",
+]
+
+#: what a formal-DP run may log from ``engine.state.output``: G's adversarial loss on a fixed number of fakes, through
+#: D (post-processing of the private D). Everything else is withheld: D's step is one pass over the private batch
+#: (``d_loss``, ``d_real``, ``d_real_sign``, ``d_fake``), and the path-length terms are averaged over a number of
+#: samples that follows the private batch size. A key is public only once it is shown to be; absent keys are private.
+PUBLIC_OUTPUT_KEYS = frozenset({"loss", "g_loss", "g_adv"})
+
+
+def secret_generator(device: str | torch.device = "cpu") -> torch.Generator:
+    """A ``torch.Generator`` on ``device`` seeded with 64 fresh bits from the OS's CSPRNG (``secrets``): for the
+    randomness that protects private data, which no config seed may fix or replay."""
+    generator = torch.Generator(device=torch.device(device))
+    generator.manual_seed(secrets.randbits(64))
+    return generator
+
+
+class PublicOutput(dict):
+    """``engine.state.output`` of a formal-DP run: only the public values (``PUBLIC_OUTPUT_KEYS``).
+
+    Iterating it, ``in`` and ``get`` see the public values only, so ``LossHistory``, TensorBoard and MLflow log
+    nothing else. Indexing a withheld key gives NaN instead of a ``KeyError`` (a progress bar written for non-private
+    runs shows ``d=nan`` rather than failing); the value itself is gone.
+    """
+
+    def __init__(self, output: dict) -> None:
+        super().__init__({k: v for k, v in output.items() if k in PUBLIC_OUTPUT_KEYS})
+        self.withheld = frozenset(k for k in output if k not in PUBLIC_OUTPUT_KEYS)
+
+    def __missing__(self, key):
+        if key in self.withheld:
+            return math.nan
+        raise KeyError(key)
 
 
 def prv_epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> float:
@@ -85,8 +142,6 @@ def noise_for_epsilon(
     which is smooth and decreasing, falling back to bisection; the returned sigma is always one whose epsilon was
     computed and is <= the target.
     """
-    import math
-
     from opacus.accountants import create_accountant
 
     if target_epsilon <= 0 or not 0 < sample_rate <= 1 or steps < 1:
@@ -151,8 +206,9 @@ class DPSGDDiscriminator:
         accountant: ``"prv"`` (default) or ``"rdp"`` (looser); ``"gdp"`` is refused (an approximation).
         epsilon_tolerance: with ``target_epsilon``, sigma is searched (``noise_for_epsilon``) until the epsilon it
             ends at lies in ``[target - tolerance, target]`` (never above the target).
-        seed: seeds the noise generator, for reproducible runs (``secure_mode=True`` instead uses a CSPRNG and no
-            seed, for a release).
+
+    There is no seed: the noise, the Poisson sampling and the augmentation draws come from ``secret_generator``
+    (fresh OS entropy at every start and resume), and no switch turns that off (see the module docstring).
     """
 
     mode = "dp-sgd"
@@ -166,8 +222,6 @@ class DPSGDDiscriminator:
         target_delta: float = 1e-5,
         max_grad_norm: float = 1.0,
         accountant: str = "prv",
-        secure_mode: bool = False,
-        seed: int = 0,
         epsilon_tolerance: float = 0.01,
     ) -> None:
         if (noise_multiplier is None) == (target_epsilon is None):
@@ -179,8 +233,6 @@ class DPSGDDiscriminator:
         self.target_delta = float(target_delta)
         self.max_grad_norm = float(max_grad_norm)
         self.accountant_name = accountant
-        self.secure_mode = bool(secure_mode)
-        self.seed = int(seed)
         self.epsilon_tolerance = float(epsilon_tolerance)
         if self.epsilon_tolerance <= 0:
             raise ValueError(f"epsilon_tolerance must be > 0, got {epsilon_tolerance}")
@@ -189,6 +241,8 @@ class DPSGDDiscriminator:
         self.discriminator = None
         self.optimizer = None
         self.sample_rate: float | None = None
+        self.noise_generator: torch.Generator | None = None  # secret; drawn afresh by every wrap(), never saved
+        self.sampling_generator: torch.Generator | None = None
 
     # ------------------------------------------------------------------ wiring
     def check(self, discriminator: nn.Module, objective, d_steps: int, d_regularizer) -> None:
@@ -219,18 +273,28 @@ class DPSGDDiscriminator:
     def wrap(self, *, generator, discriminator, g_optimizer, d_optimizer, data_loader, objective, max_epochs, d_steps=1,
              d_regularizer=None, **_) -> dict:  # fmt: skip
         """Make D, its optimiser and the loader private. Returns the replacements (``discriminator``,
-        ``d_optimizer``, ``data_loader``; G's objects unchanged)."""
+        ``d_optimizer``, ``data_loader``; G's objects unchanged).
+
+        Every call draws new secret generators for the noise (on D's device) and the Poisson sampling: a resumed run
+        (``fit_gan`` wraps again) continues with fresh randomness, never the first run's."""
         from opacus import PrivacyEngine
 
         self.check(discriminator, objective, d_steps, d_regularizer)
-        self.engine = PrivacyEngine(accountant=self.accountant_name, secure_mode=self.secure_mode)
+        # secure_mode=False only because Opacus' secure mode needs torchcsprng; its two effects are done here:
+        # secret generators (below) and the floating-point-safe noise (optimizer.secure_mode, after make_private)
+        with warnings.catch_warnings():  # its "Secure RNG turned off" advice does not apply: see above
+            warnings.filterwarnings("ignore", message="Secure RNG turned off")
+            self.engine = PrivacyEngine(accountant=self.accountant_name, secure_mode=False)
+        device = next(discriminator.parameters()).device
+        self.noise_generator = secret_generator(device)
+        self.sampling_generator = secret_generator("cpu")  # the Poisson masks are drawn on the CPU
         common = {
             "module": discriminator,
             "optimizer": d_optimizer,
             "data_loader": data_loader,
             "max_grad_norm": self.max_grad_norm,
             "poisson_sampling": True,
-            "noise_generator": None if self.secure_mode else torch.Generator().manual_seed(self.seed),
+            "noise_generator": self.noise_generator,
         }
         sigma = self.noise_multiplier
         if self.target_epsilon is not None:
@@ -246,6 +310,10 @@ class DPSGDDiscriminator:
             module, opt, loader = self._make_private_distributed(sigma, **common)
         else:
             module, opt, loader = self.engine.make_private(noise_multiplier=sigma, **common)
+        _sample_batches_with(loader, self.sampling_generator)
+        opt.secure_mode = True  # Opacus' noise robust to floating-point attacks (a sum of 4 Gaussian draws)
+        if opt.generator is not (self.noise_generator if distributed.is_rank0() else None):  # only rank 0 adds noise
+            raise RuntimeError("DP-SGD: the optimiser does not draw its noise from the secret generator")
         self.discriminator, self.optimizer = module, opt
         self.noise_multiplier = float(opt.noise_multiplier)
         self.sample_rate = 1.0 / len(loader)
@@ -271,15 +339,14 @@ class DPSGDDiscriminator:
         q = 1.0 / len(data_loader)
         module = GradSampleModule(module, batch_first=True, loss_reduction="mean")
         module.forbid_grad_accumulation()  # one Poisson batch, one step
-        loader = DPDataLoader.from_data_loader(
-            data_loader, distributed=True, generator=getattr(self.engine, "secure_rng", None)
-        )
+        # each rank its own secret generator: the ranks' Poisson draws are independent, as one process' would be
+        loader = DPDataLoader.from_data_loader(data_loader, distributed=True, generator=self.sampling_generator)
         loader.batch_sampler.set_epoch(0)
         # the expected batch *per rank*: each rank scales its clipped sum by it, the all-reduce averages over ranks
         expected_batch = len(data_loader.dataset) * q / world
         opt = DistributedDPOptimizer(
             optimizer, noise_multiplier=sigma, max_grad_norm=max_grad_norm, expected_batch_size=expected_batch,
-            generator=noise_generator if distributed.is_rank0() else None, secure_mode=self.secure_mode,
+            generator=noise_generator if distributed.is_rank0() else None, secure_mode=True,
         )  # fmt: skip
         opt.attach_step_hook(self.engine.accountant.get_optimizer_hook_fn(sample_rate=q))
         return module, opt, loader
@@ -319,6 +386,7 @@ class DPSGDDiscriminator:
         return {
             "mode": self.mode,
             "guarantee": f"({self.epsilon():.4g}, {self.target_delta:g})-DP for the discriminator's training images",
+            "randomness": "noise, Poisson sampling and augmentation from fresh OS entropy (not the config seed)",
             "epsilon": self.epsilon(),
             "delta": self.target_delta,
             "accountant": self.accountant_name,
@@ -334,13 +402,34 @@ class DPSGDDiscriminator:
         return {"history": history, "noise_multiplier": self.noise_multiplier}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore the accountant's history (the generators are not in a checkpoint: ``wrap`` drew new ones)."""
         if self.engine is None:
             raise RuntimeError("DPSGDDiscriminator: wrap(...) before loading a checkpoint")
         self.engine.accountant.history = [tuple(h) for h in state.get("history", [])]
 
     def attach(self, engine) -> None:
-        """Log epsilon at the end of every epoch (``engine.state.metrics['epsilon']``)."""
+        """Wire the trainer for DP (``fit_gan`` calls it before the loggers are attached):
+
+        - ``engine.state.output`` becomes a ``PublicOutput`` (``PUBLIC_OUTPUT_KEYS`` only) as the process function
+          returns it, so that no handler, whatever its order, sees a value computed on the private batch;
+        - the augmentation pipe (``engine.augment_pipe``, fixed p under DP) draws from a ``secret_generator``: its
+          draws land on the private rows, and with a public seed the stream's position would follow the private
+          batch sizes;
+        - epsilon is logged at the end of every epoch (``engine.state.metrics['epsilon']``).
+        """
         from ignite.engine import Events
+
+        process = engine._process_function  # Ignite sets state.output = process(engine, batch) before any event
+
+        def public_process(e, batch):
+            return PublicOutput(process(e, batch))
+
+        engine._process_function = public_process
+        pipe = getattr(engine, "augment_pipe", None)
+        if pipe is not None:
+            if not isinstance(getattr(pipe, "generator", None), torch.Generator):
+                raise ValueError(f"DP-SGD: cannot make the augmentation pipe's randomness secret ({type(pipe)})")
+            pipe.generator = secret_generator(pipe.generator.device)
 
         def log(e):
             eps = self.epsilon()
@@ -350,6 +439,20 @@ class DPSGDDiscriminator:
             )
 
         engine.add_event_handler(Events.EPOCH_COMPLETED, log)
+
+
+def _sample_batches_with(loader, generator: torch.Generator) -> None:
+    """Make the Poisson batch sampler of an Opacus ``DPDataLoader`` draw from ``generator``.
+
+    ``make_private`` otherwise keeps the original loader's generator (``fit_gan`` seeds it with the config's seed):
+    anyone who knows the seed would know every batch."""
+    from opacus.utils.uniform_sampler import DistributedUniformWithReplacementSampler, UniformWithReplacementSampler
+
+    sampler = loader.batch_sampler
+    if not isinstance(sampler, (UniformWithReplacementSampler, DistributedUniformWithReplacementSampler)):
+        raise TypeError(f"DP-SGD: expected Opacus' Poisson batch sampler, got {type(sampler).__name__}")
+    sampler.generator = generator
+    loader.generator = generator  # the loader draws its workers' base seed from it (random transforms of the images)
 
 
 class NoiseThenClipOptimizer:

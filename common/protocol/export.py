@@ -8,9 +8,23 @@ GAN bundle's own ``classify.json`` / ``segment.json`` load. ``write_downstream_b
 self-contained MONAI bundle folder that MONAI Label's ``BundleInferTask`` loads as it is:
 ``configs/inference.json`` (derived from the GAN bundle's classify/segment config, with the evaluation's sizes),
 ``configs/metadata.json`` (``inputs.image`` -> ``outputs.pred``, label names, the selection and the arm's test
-metrics), ``configs/logging.conf``, ``models/model.pt``, ``docs/README.md`` (a generated model card), ``LICENSE``,
-``docs/data_license.txt`` and a copy of ``common`` (``common.bundle_files``), so that it runs without this repository.
+metrics), ``configs/logging.conf``, ``models/model.pt`` (and ``models/class_names.json`` for a classifier),
+``docs/README.md`` (a generated model card), ``LICENSE``, ``docs/data_license.txt`` and a copy of ``common``
+(``common.bundle_files``), so that it runs without this repository.
 ``export_downstream`` does both: the one helper every protocol calls.
+
+No code from data. MONAI's ``ConfigParser`` runs a string that starts with ``$``, resolves one that starts with ``@``
+and expands one that starts with ``%``, and ``monai.bundle run`` reads ``metadata.json`` into the same parser (under
+``_meta_``; ``ConfigWorkflow.channel_def`` evaluates the output's ``channel_def``). So a class folder named
+``$__import__('os').system(...)`` must never be written as a config value. Hence:
+
+- ``configs/inference.json`` holds no string from data: the class names live in ``models/class_names.json``, a
+  plain JSON list that no config parser reads, and ``class_names`` in the config is an expression of ours that loads
+  it (``json.loads``), so the names come back as the literal strings;
+- ``configs/metadata.json`` (label names for MONAI Label, data set names, paths) goes through ``parser_inert``: a
+  string that starts with ``$``, ``@`` or ``%`` is written quoted (``'$...'``), and so is a dict key that is one of
+  the parser's special keys (``_target_``...), so the parser reads every value as text. (The parser still rewrites
+  ``#`` to ``::`` inside text; that changes no meaning.) The exact names are in ``models/class_names.json``.
 """
 
 from __future__ import annotations
@@ -25,7 +39,58 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DOWNSTREAM_KINDS", "export_best_model", "export_downstream", "write_downstream_bundle"]
+__all__ = [
+    "CLASS_NAMES_FILE",
+    "DOWNSTREAM_KINDS",
+    "export_best_model",
+    "export_downstream",
+    "parser_inert",
+    "write_downstream_bundle",
+]
+
+#: where a downstream classification bundle keeps its class names (relative to the bundle root): a data file that no
+#: config parser reads, outside configs/ (tools parse every configs/*.json as a config)
+CLASS_NAMES_FILE = "models/class_names.json"
+#: how MONAI's ConfigParser treats a string that starts with: "$" an expression (run), "@" a reference, "%" a macro
+_PARSER_PREFIXES = ("$", "@", "%")
+#: dict keys with a meaning to ConfigParser (``_target_`` instantiates) or to merging several files ("+" prefix)
+_PARSER_KEYS = ("_target_", "_disabled_", "_requires_", "_desc_", "_mode_")
+
+
+def _parser_special(text: str, key: bool = False) -> bool:
+    if text.startswith(_PARSER_PREFIXES):
+        return True
+    return key and (text in _PARSER_KEYS or text.startswith("+") or (text.startswith("_") and text.endswith("_")))
+
+
+def parser_inert(value):
+    """``value`` (JSON-like) with every string MONAI's ConfigParser would act on made plain text: a value that
+    starts with ``$``, ``@`` or ``%``, or a dict key the parser treats specially (``_target_``, ``_x_``, ``+x``), is
+    quoted (``'$x'``). For metadata that carries strings from data (label names, data set names, paths)."""
+    if isinstance(value, str):
+        return f"'{value}'" if _parser_special(value) else value
+    if isinstance(value, dict):
+        return {
+            (f"'{k}'" if isinstance(k, str) and _parser_special(k, key=True) else k): parser_inert(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [parser_inert(v) for v in value]
+    return value
+
+
+def _no_parser_strings(value, what: str) -> None:
+    """Refuse a string the parser would act on where only plain values belong (the evaluation's sizes, the name)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(k, str) and _parser_special(k, key=True):
+                raise ValueError(f"{what}: key {k!r} has a meaning to MONAI's config parser; give plain values")
+            _no_parser_strings(v, f"{what}[{k!r}]")
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _no_parser_strings(v, what)
+    elif isinstance(value, str) and _parser_special(value):
+        raise ValueError(f"{what}: {value!r} would be evaluated by MONAI's config parser; give a plain value")
 
 
 def export_best_model(
@@ -98,7 +163,9 @@ def _fmt(x) -> str:
 
 def _inference_config(template: dict, template_path: Path, name: str, kind: str, labels, config: dict) -> dict:
     """The template (classify.json / segment.json) with the new name, paths inside the new bundle root, the
-    evaluation's sizes (``config``) and the label names."""
+    evaluation's sizes (``config``) and the class names read from ``CLASS_NAMES_FILE`` (never written into it)."""
+    _no_parser_strings(config, "downstream config")
+    _no_parser_strings(name, "downstream bundle name")
     missing = [k for k in _TEMPLATE_KEYS if k not in template]
     if missing:
         raise ValueError(f"downstream template '{template_path}' lacks key(s) {missing} that MONAI Label needs")
@@ -118,7 +185,11 @@ def _inference_config(template: dict, template_path: Path, name: str, kind: str,
     out["dataset_dir"] = "$@bundle_root + '/data'"
     out["ckpt_path"] = "$@bundle_root + '/models/model.pt'"
     if kind == "classification" and "class_names" in out:
-        out["class_names"] = list(labels)
+        # the names come from data (class folders): read from a data file at run time, never parsed as config
+        read = f"pathlib.Path(@bundle_root, '{CLASS_NAMES_FILE}').read_text(encoding='utf-8')"
+        out["class_names"] = f"$json.loads({read})"
+        imports = list(out.get("imports", []))
+        out["imports"] = imports + [i for i in ("$import json", "$import pathlib") if i not in imports]
     return out
 
 
@@ -201,7 +272,8 @@ def _metadata(
         "network_data_format": {"inputs": {"image": image_spec}, "outputs": {"pred": pred}},
         "synthaug_export": selection,
     }
-    return {k: v for k, v in meta.items() if v is not None}
+    # label names, data set names and paths come from data; monai.bundle run reads this file into its parser
+    return parser_inert({k: v for k, v in meta.items() if v is not None})
 
 
 def _model_card(meta: dict, kind: str) -> str:
@@ -302,7 +374,8 @@ def write_downstream_bundle(
             ``bundle_name``, ``output_dir``/``dataset_dir``/``ckpt_path`` inside the new folder, ``config`` applied.
         source_root: the GAN bundle folder (its metadata, ``LICENSE``, ``docs/data_license.txt``, ``logging.conf``).
         kind: ``"classification"`` or ``"segmentation"``.
-        labels: class names (classification) or output channel names (segmentation), in channel order.
+        labels: class names (classification) or output channel names (segmentation), in channel order. They may
+            come from data (class folders): see the module docstring for where they are written, and how.
         image: ``network_data_format.inputs.image`` of the network (num_channels, spatial_shape, modality,
             format, channel_def ...) plus ``data_type`` (``"nifti"``, ``"png"``) of the files it reads.
         output: overrides of ``outputs.pred`` (e.g. ``is_patch_data``).
@@ -349,6 +422,8 @@ def write_downstream_bundle(
     (tmp / "docs").mkdir()
     (tmp / "configs" / "inference.json").write_text(json.dumps(inference, indent=4) + "\n")
     (tmp / "configs" / "metadata.json").write_text(json.dumps(meta, indent=4) + "\n")
+    if kind == "classification":
+        (tmp / CLASS_NAMES_FILE).write_text(json.dumps([str(n) for n in labels], indent=1) + "\n", encoding="utf-8")
     shutil.copyfile(source_root / "configs" / "logging.conf", tmp / "configs" / "logging.conf")
     shutil.copyfile(record["model"], tmp / "models" / "model.pt")
     shutil.copyfile(source_root / "LICENSE", tmp / "LICENSE")

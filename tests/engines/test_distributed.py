@@ -74,7 +74,7 @@ def _dp_gan_worker(rank: int, world: int, init_file: str, out: str) -> None:
     x = torch.rand(32, 1, 16, 16, generator=g) * 2 - 1
     items = [{"image": x[i], "label": i % 2} for i in range(32)]
     tiny = {"image_size": 16, "channel_base": 128, "channel_max": 16, "latent_dim": 16, "w_dim": 16}
-    dp = DPSGDDiscriminator(noise_multiplier=1.0, target_delta=1e-3, seed=0)
+    dp = DPSGDDiscriminator(noise_multiplier=1.0, target_delta=1e-3)
     recipe = stylegan2_recipe(num_classes=2, batch_size=4, ema_kimg=0.1, ada_p=0.2, privacy=dp, **tiny)
     result = fit_gan(
         recipe, items, Compose([]), out, max_epochs=2, batch_size=4, seed=0, tensorboard=False, progress=False
@@ -106,7 +106,7 @@ def test_dp_training_on_two_ranks_is_one_mechanism_on_the_whole_data_set(tmp_pat
 
 def _dp_mechanism_worker(rank: int, world: int, init_file: str, out: str) -> None:
     torch.set_num_threads(1)
-    torch.manual_seed(100 + rank)  # fit_gan seeds each rank differently: independent Poisson draws
+    torch.manual_seed(100 + rank)  # the Poisson draws ignore it: each rank has its own secret generator
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     from types import SimpleNamespace
 
@@ -118,7 +118,7 @@ def _dp_mechanism_worker(rank: int, world: int, init_file: str, out: str) -> Non
     dataset = TensorDataset(torch.zeros(n, dim), torch.arange(n))  # zero inputs: every clipped gradient is 0
     loader = DataLoader(dataset, batch_size=batch, sampler=DistributedSampler(dataset), drop_last=True)
     disc = torch.nn.Linear(dim, 1, bias=False)
-    dp = DPSGDDiscriminator(noise_multiplier=1.0, max_grad_norm=1.0, seed=0)
+    dp = DPSGDDiscriminator(noise_multiplier=1.0, max_grad_norm=1.0)
     objective = SimpleNamespace(joint_d_batch=True, fake_batch_size=batch)
     wrapped = dp.wrap(
         generator=None, discriminator=disc, g_optimizer=None, d_optimizer=torch.optim.SGD(disc.parameters(), lr=0.0),

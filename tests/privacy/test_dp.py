@@ -4,6 +4,7 @@ hooks off in G's step, refusals that protect the guarantee, and DP training step
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 
 import pytest
@@ -95,7 +96,7 @@ def test_refusals_that_protect_the_guarantee():
 
 
 def test_dp_training_reports_epsilon_and_resumes_the_accountant(tmp_path):
-    dp = DPSGDDiscriminator(noise_multiplier=1.0, target_delta=1e-3, seed=0)
+    dp = DPSGDDiscriminator(noise_multiplier=1.0, target_delta=1e-3)
     recipe = stylegan2_recipe(**SETTINGS, ada_p=0.2, privacy=dp)
     assert recipe.d_regularizer is None and recipe.ada_target is None and recipe.objective.joint_d_batch
     kw = dict(batch_size=4, tensorboard=False, progress=False, checkpoint_interval=1)
@@ -136,3 +137,130 @@ def test_paper_noise_then_clip_is_an_ablation_without_epsilon(tmp_path):
                      progress=False)  # fmt: skip
     assert result["privacy"]["epsilon"] is None and "none" in result["privacy"]["guarantee"]
     assert isinstance(recipe, GANRecipe) and recipe.ada_target == 0.6  # no guarantee claimed, so nothing is enforced
+
+
+# ---------------------------------------------------------------- randomness no public seed fixes (issue 14)
+def _wrap_and_step(dp: DPSGDDiscriminator, epochs: int = 3) -> tuple[torch.Tensor, list[list[int]]]:
+    """Wrap a linear D on zero inputs (every clipped gradient is 0: the DP gradient is pure noise) with the global
+    RNG and the loader's generator seeded as ``fit_gan`` seeds them, and step through ``epochs`` Poisson epochs."""
+    from types import SimpleNamespace
+
+    torch.manual_seed(0)
+    n, dim, batch = 32, 64, 4
+    dataset = torch.utils.data.TensorDataset(torch.zeros(n, dim), torch.arange(n))
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(0)
+    )
+    disc = torch.nn.Linear(dim, 1, bias=False)
+    wrapped = dp.wrap(
+        generator=None, discriminator=disc, g_optimizer=None, d_optimizer=torch.optim.SGD(disc.parameters(), lr=0.0),
+        data_loader=loader, objective=SimpleNamespace(joint_d_batch=True, fake_batch_size=batch), max_epochs=epochs,
+    )  # fmt: skip
+    module, opt = wrapped["discriminator"], wrapped["d_optimizer"]
+    grads, drawn = [], []
+    for _ in range(epochs):
+        for _x, idx in wrapped["data_loader"]:
+            opt.zero_grad()
+            module(_x).mean().backward()
+            opt.step()
+            grads.append(module._module.weight.grad.clone())
+            drawn.append(idx.tolist())
+    return torch.stack(grads), drawn
+
+
+def test_each_wrap_draws_fresh_noise_and_batches_whatever_the_seeds():
+    """Noise and Poisson batches come from OS entropy: neither the global seed nor the loader's generator fixes them,
+    and the same engine wrapped again (what a resume does) does not replay them."""
+    dp = DPSGDDiscriminator(noise_multiplier=1.0, max_grad_norm=1.0)
+    grads_a, drawn_a = _wrap_and_step(dp)
+    grads_b, drawn_b = _wrap_and_step(dp)  # the same object wrapped again, as fit_gan does on a resume
+    grads_c, drawn_c = _wrap_and_step(DPSGDDiscriminator(noise_multiplier=1.0, max_grad_norm=1.0))
+    assert grads_a.abs().sum() > 0, "zero inputs: the gradient is the noise alone"
+    for grads, drawn in ((grads_b, drawn_b), (grads_c, drawn_c)):
+        assert not torch.equal(grads[0], grads_a[0]), "the first step's noise was replayed"
+        assert drawn != drawn_a, "the Poisson batches were replayed"
+    assert all(g.device == torch.device("cpu") for g in (dp.noise_generator, dp.sampling_generator))
+    assert "seed" not in inspect.signature(DPSGDDiscriminator).parameters, "no switch back to seeded randomness"
+    assert "secure_mode" not in inspect.signature(DPSGDDiscriminator).parameters
+
+
+def _train_recording_batches(tmp_path, recipe, **kw) -> dict:
+    """``fit_gan`` at seed 0 that records every step's batch size and every ``engine.state.output`` key seen last."""
+    from ignite.engine import Events
+
+    seen = {"sizes": [], "keys": set()}
+
+    class Record:
+        def attach(self, engine):
+            engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+        def __call__(self, engine):
+            seen["sizes"].append(int(engine.state.batch["image"].shape[0]))
+            seen["keys"] |= set(engine.state.output)
+
+    result = fit_gan(
+        recipe, _items(), Compose([]), str(tmp_path), batch_size=4, seed=0, extra_handlers=[Record()], **kw
+    )
+    d = result["discriminator"]
+    d = getattr(d, "_module", d)  # Opacus' GradSampleModule around D
+    seen["weights"] = {**{f"d.{k}": v for k, v in d.state_dict().items()}, **result["generator"].state_dict()}
+    return {**seen, "result": result}
+
+
+@pytest.fixture(scope="module")
+def two_dp_runs(tmp_path_factory):
+    """Two DP trainings with the same seed (2 epochs, 8 steps each); the first with TensorBoard and progress bar on."""
+    runs = []
+    for name, loggers in (
+        ("a", {"tensorboard": True, "progress": True}),
+        ("b", {"tensorboard": False, "progress": False}),
+    ):
+        out = tmp_path_factory.mktemp(f"dp_{name}")
+        recipe = stylegan2_recipe(**SETTINGS, ada_p=0.2, privacy=DPSGDDiscriminator(noise_multiplier=1.0))
+        runs.append({**_train_recording_batches(out, recipe, max_epochs=2, **loggers), "dir": out})
+    return runs
+
+
+def test_two_dp_trainings_with_the_same_seed_differ(two_dp_runs):
+    a, b = two_dp_runs
+    assert len(a["sizes"]) == len(b["sizes"]) == 8
+    # batch sizes are Binomial(16, 1/4) per step: 8 equal pairs by chance has probability < 1e-6
+    assert a["sizes"] != b["sizes"], "the Poisson batches followed the public seed"
+    differ = [k for k in a["weights"] if k.startswith("d.") and not torch.equal(a["weights"][k], b["weights"][k])]
+    assert differ, "D's noisy weights followed the public seed"
+
+
+def test_dp_training_logs_nothing_computed_on_private_images(two_dp_runs):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from common.privacy.dp import PUBLIC_OUTPUT_KEYS
+
+    private = {"d_loss", "d_real", "d_real_sign", "d_fake", "r1_penalty"}
+    run = two_dp_runs[0]
+    assert run["keys"] and run["keys"] <= PUBLIC_OUTPUT_KEYS and "g_loss" in run["keys"], run["keys"]
+    header = (run["dir"] / "train_log.csv").read_text().splitlines()[0].split(",")
+    assert "g_loss" in header and not private & set(header), header
+    assert set(header) <= PUBLIC_OUTPUT_KEYS | {"epoch"}, header
+    for row in run["result"]["history"]:
+        assert set(row) <= PUBLIC_OUTPUT_KEYS | {"epoch"}, row
+    tags = set()
+    for events in (run["dir"] / "tensorboard").glob("events.*"):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    assert tags and not {t for t in tags if any(p in t for p in private)}, tags
+
+
+def test_non_dp_training_with_the_same_seed_is_bit_identical(tmp_path):
+    """Without DP the seed still fixes everything (initial weights, latents, batches, augmentation at p=0.2)."""
+    runs = [
+        _train_recording_batches(
+            tmp_path / name, stylegan2_recipe(**SETTINGS, ada_p=0.2), max_epochs=1, tensorboard=False, progress=False
+        )  # fmt: skip
+        for name in ("a", "b")
+    ]
+    a, b = runs
+    assert a["sizes"] == b["sizes"] and "d_loss" in a["keys"] and "d_real" in a["keys"]
+    for key in a["weights"]:
+        torch.testing.assert_close(a["weights"][key], b["weights"][key], rtol=0, atol=0, msg=f"{key} differs")
+    assert (tmp_path / "a" / "train_log.csv").read_text() == (tmp_path / "b" / "train_log.csv").read_text()

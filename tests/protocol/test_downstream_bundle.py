@@ -15,7 +15,7 @@ from synthaug_testing import load_ci_script
 
 from common.bundle_files import common_package_files
 from common.networks import LesionClassifier
-from common.protocol.export import export_downstream
+from common.protocol.export import export_downstream, write_downstream_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 LIVER = REPO / "bundles" / "liver_lesion_gan"
@@ -199,3 +199,79 @@ def test_exported_folder_packages_as_a_zip_with_its_own_common_copy(exported, tm
     shutil.rmtree(exported / "common")
     with pytest.raises(SystemExit, match="common"):
         pkg.package(exported, tmp_path / "dist2")
+
+
+# ---------------------------------------------------------------- no code from data (issue 14)
+EVIL = ["$__import__('os').system('touch PWNED')", "@evil", "%x#y"]
+
+
+def test_class_names_from_folders_never_run_as_config(tmp_path, monkeypatch):
+    """Class folders named like config expressions, a reference and a macro go through the data loader and the export;
+    the exported bundle parses (whole config, metadata included), runs, and gives the names back as text."""
+    from monai.bundle import ConfigParser, ConfigWorkflow
+
+    from common.data.classification import load_classification_dataset
+
+    monkeypatch.chdir(tmp_path)  # a `touch PWNED` would land here, or in the bundle folder (the workflow's cwd)
+    data = tmp_path / "folders"
+    for name in EVIL:
+        (data / name).mkdir(parents=True)
+        _roi(data / name / "case0.nii.gz")
+    names = load_classification_dataset(data)["class_names"]
+    assert sorted(names) == sorted(EVIL)
+    out = tmp_path / "evaluation"
+    record = export_downstream(
+        _fake_evaluation(out), "best_val_balanced_accuracy", out / "classifier.pt", kind="classification",
+        labels=names, report_file=out / "report.json", downstream=_downstream(), class_names=names,
+    )  # fmt: skip
+    folder = Path(record["downstream_bundle"])
+    text = (folder / "configs" / "inference.json").read_text() + (folder / "configs" / "metadata.json").read_text()
+    for name in names:  # no data string where the parser acts on it: not as a value that starts with $, @ or %
+        assert json.dumps(name) not in text, name
+    assert json.loads((folder / "models" / "class_names.json").read_text()) == names
+
+    # the whole config, metadata included, parsed and evaluated as `monai.bundle run` / MONAI Label read it: this
+    # instantiates the network, loads the weights and runs the evaluator over a datalist of one image
+    (folder / "data").mkdir()
+    datalist = {"training": [{"image": str(_roi(tmp_path / "x.nii.gz"))}]}
+    (folder / "data" / "datalist.json").write_text(json.dumps(datalist))
+    parser = ConfigParser()
+    parser.read_config(str(folder / "configs" / "inference.json"))
+    parser.read_meta(str(folder / "configs" / "metadata.json"))
+    parser.config.update({"bundle_root": str(folder)})
+    parsed = parser.get_parsed_content()
+    assert parsed["class_names"] == names, "the names come back as the literal strings"
+    assert (folder / "runs" / "predictions" / "predictions.csv").is_file(), "the whole config ran"
+    meta = json.loads((folder / "configs" / "metadata.json").read_text())
+    assert meta["network_data_format"]["outputs"]["pred"]["channel_def"] == {
+        str(i): f"'{n}'" for i, n in enumerate(names)
+    }, "the label names MONAI Label shows: quoted, hence text to the parser"
+    channel_def = parsed["_meta_"]["network_data_format"]["outputs"]["pred"]["channel_def"]
+    # text: the parser only rewrites '#' (its old id separator) to '::' inside it
+    assert channel_def == {str(i): f"'{n}'".replace("#", "::") for i, n in enumerate(names)}
+    wf = ConfigWorkflow(config_file=str(folder / "configs" / "inference.json"), bundle_root=str(folder),
+                        meta_file=str(folder / "configs" / "metadata.json"), workflow_type="infer")  # fmt: skip
+    wf.initialize()
+    assert wf.channel_def == channel_def  # a MONAI property that evaluates the metadata's channel_def
+    # MONAI Label's steps and the standalone `ConfigWorkflow` run from the folder (its cwd)
+    summary = cml.check_bundle(folder, image=_roi(tmp_path / "roi.nii.gz"))
+    assert summary["labels"] == {f"'{n}'".lower(): i for i, n in enumerate(names)}
+    assert not list(tmp_path.rglob("PWNED")) and not (REPO / "PWNED").exists(), "code from a folder name ran"
+
+
+def test_parser_inert_leaves_nothing_for_the_parser_to_run(tmp_path):
+    from monai.bundle import ConfigParser
+
+    from common.protocol.export import parser_inert
+
+    data = {"_target_": "os.system", "command": "$__import__('os').getpid()", "+x": ["@command", "%x#y", "a #b"]}
+    inert = parser_inert(data)
+    assert inert == {"'_target_'": "os.system", "command": "'$__import__('os').getpid()'",
+                     "'+x'": ["'@command'", "'%x#y'", "a #b"]}  # fmt: skip
+    parsed = ConfigParser(inert).get_parsed_content()
+    assert parsed["command"] == "'$__import__('os').getpid()'" and parsed["'_target_'"] == "os.system"
+    with pytest.raises(ValueError, match="config parser"):  # the evaluation's sizes must be plain values
+        write_downstream_bundle(
+            {"arm": "a", "fold": 0}, tmp_path / "b", kind="classification", labels=["a"],
+            **_downstream() | {"config": {"image_size": "$1 + 1"}},
+        )  # fmt: skip
