@@ -35,9 +35,7 @@ def build_generators(recipe, class_names: Sequence[str], classes: Sequence[str] 
     return {name: recipe.generator().eval() for name in names}
 
 
-def write_model_file(
-    generators: Mapping[str, nn.Module], path: str | os.PathLike, info: Mapping | None = None
-) -> str:
+def write_model_file(generators: Mapping[str, nn.Module], path: str | os.PathLike, info: Mapping | None = None) -> str:
     """Save ``{name: G.state_dict()}`` plus ``info`` under ``"synthaug"`` to ``path`` (written aside, then renamed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

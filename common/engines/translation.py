@@ -325,8 +325,15 @@ class CaseSynthesizer:
 
 
 def load_weights(network: nn.Module, path: str, device="cpu") -> nn.Module:
-    """``network`` with the state dict at ``path``, on ``device``, in eval mode; a clear error when it is missing."""
+    """``network`` with the weights at ``path``, on ``device``, in eval mode; a clear error when it is missing.
+
+    ``path``: a state dict (``generator.pt``), a training checkpoint or a model file (``models/model.pt``): the
+    latter two hold the generator under the key ``"generator"``.
+    """
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"no weights at '{path}': run the bundle's 'training' first or set --ckpt_path")
-    network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        raise FileNotFoundError(f"no weights at '{path}': run the bundle's 'training' first or set --model_file")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state.get("generator"), dict):
+        state = state["generator"]
+    network.load_state_dict(state)
     return to_channels_last(network.to(device)).eval()

@@ -63,6 +63,9 @@ class ClassificationProtocol:
         augment_repeats: in arms with classic augmentation and in the GANs' training data, every real image appears
             this many times per epoch, each time differently augmented: the online form of Frid-Adar's offline set
             of augmented copies (the paper's GANs were trained on the classic-augmented set as well).
+        gan_steps: train each GAN for about this many G steps instead of ``gan_epochs`` (``--recipe efficient``).
+        gan_augment: train the GANs on the classic-augmented, repeated set (the paper); False feeds them the plain
+            training images (the efficient recipe augments inside D instead: ADA).
         comparisons: pairs of arms whose paired per-fold difference gets a verdict in the report.
         paper_reference: the paper's numbers per arm, copied into the report beside ours.
         audit: run the synthesis-quality and privacy audit (``common.audit``) on each fold's synthetic set.
@@ -108,6 +111,8 @@ class ClassificationProtocol:
         classifier_batch_size: int = 64,
         n_synthetic_per_class: int = 3000,
         augment_repeats: int = 1,
+        gan_steps: int | None = None,
+        gan_augment: bool = True,
         checkpoint_interval: int = 1,
         sample_interval: int = 1,
         a_min: float = -1.0,
@@ -157,6 +162,9 @@ class ClassificationProtocol:
         self.classifier_batch_size = classifier_batch_size
         self.n_synthetic = n_synthetic_per_class
         self.augment_repeats = max(1, int(augment_repeats))
+        # the efficient recipe: a budget in G steps, and ADA inside D instead of classic augmentation of G's data
+        self.gan_steps = None if gan_steps is None else int(gan_steps)
+        self.gan_augment = bool(gan_augment)
         self.checkpoint_interval, self.sample_interval = checkpoint_interval, sample_interval
         self.a_min, self.a_max = a_min, a_max
         self.synthetic_format = synthetic_format
@@ -217,8 +225,9 @@ class ClassificationProtocol:
             device=self.device,
             seed=self.seed + fold,
             num_workers=self.num_workers,
-            repeats=self.augment_repeats,
-            augment=self.augmentation,
+            repeats=self.augment_repeats if self.gan_augment else 1,
+            augment=self.augmentation if self.gan_augment else None,
+            total_steps=self.gan_steps,
             checkpoint_interval=self.checkpoint_interval,
             sample_interval=self.sample_interval,
             progress=self.progress,
@@ -390,6 +399,7 @@ class ClassificationProtocol:
             "folds": self.k,
             "settings": {
                 "gan_epochs": self.gan_epochs,
+                "gan_steps": self.gan_steps,
                 "classifier_epochs": self.classifier_epochs,
                 "equal_steps": self.equal_steps,
                 "n_synthetic_per_class": self.n_synthetic,

@@ -58,7 +58,8 @@ def holdout_split(
     else:
         labels_by_patient: dict[str, int] = {}
         for it in items:
-            labels_by_patient.setdefault(str(it.get("patient", it["image"])), int(it.get(label_key, 0) or 0))
+            label = it.get(label_key, 0)  # a class index, or a label map's path (brain): then no strata
+            labels_by_patient.setdefault(str(it.get("patient", it["image"])), label if isinstance(label, int) else 0)
         k = max(2, int(round(1.0 / float(fraction))))
         held = set(patient_folds(labels_by_patient, k, int(seed) + 7919)[0])
         if p is not None:
@@ -165,7 +166,7 @@ class GeneratorQuality:
         training_info: Mapping | None = None,
         label_key: str = "label",
     ) -> dict:
-        from common.audit import MIN_IMAGES, run_audit
+        from common.audit import MIN_IMAGES
 
         start = time.perf_counter()
         if len(holdout_items) < MIN_IMAGES:
@@ -181,17 +182,32 @@ class GeneratorQuality:
         present = {"conditional"} if "conditional" in generators else set(generators)
         counts = [c if ("conditional" in present or name in present) else 0 for name, c in zip(class_names, counts)]
         syn = sample_generators(generators, class_names, counts, seed=self.seed)
+        return self.audit(train, real, syn, training_info, started=start)
+
+    def audit(
+        self,
+        train: torch.Tensor,
+        real: torch.Tensor,
+        synthetic: torch.Tensor,
+        training_info: Mapping | None = None,
+        started: float | None = None,
+    ) -> dict:
+        """Audit three image sets ``(N, C, *spatial)`` in [-1, 1] (training, held-out real, synthetic); write
+        ``quality.json``, print the quality line, return the result."""
+        from common.audit import run_audit
+
+        start = time.perf_counter() if started is None else started
         audit = run_audit(
-            train, real, syn, out_dir=self.out_dir / "quality_audit", max_images=self.max_images,
+            train, real, synthetic, out_dir=self.out_dir / "quality_audit", max_images=self.max_images,
             n_seeds=self.n_seeds, n_resamples=self.n_resamples, seed=self.seed,
         )  # fmt: skip
         summary = summarise_audit(audit["synthesis"])
         result = {
             **summary,
             "targets": {m: {"target": t, "met": (summary.get(m) or 0) >= t} for m, t in self.targets.items()},
-            "n_train": len(train_items),
-            "n_heldout": len(holdout_items),
-            "n_synthetic": int(sum(counts)),
+            "n_train": len(train),
+            "n_heldout": len(real),
+            "n_synthetic": len(synthetic),
             "features": f"fixed random CNNs ({self.n_seeds} seeds), z-scored with the training images' statistics",
             "baseline": "held-out real vs training images, same sample size and features",
             "figures": "quality_audit/nearest_pairs.png (samples beside their nearest training images)",
@@ -258,3 +274,56 @@ def summarise_keys() -> list[str]:
     """The keys of ``summarise_audit``'s result, in order."""
     keys = [k for m in HEADLINE for k in (m, f"{m}_real_baseline")]
     return [*keys, "frechet_distance", "frechet_distance_real_baseline", "frechet_ratio"]
+
+
+@torch.no_grad()
+def _translated_slices(generator: nn.Module, cases: Sequence[dict], use_anatomy: bool, seed: int) -> torch.Tensor:
+    """The generator's image for every brain slice of ``cases`` (as ``slice_items`` lists them), in [-1, 1]."""
+    from common.data.io import read_image
+    from common.engines.translation import translate_volume
+
+    out = []
+    for k, case in enumerate(cases):
+        torch.manual_seed(seed * 100003 + k)  # pix2pix's dropout noise, as in synthesise_cases
+        label, brain = read_image(case["label"]), read_image(case["brain"])
+        anatomy = read_image(case["anatomy"]) if use_anatomy and case.get("anatomy") else None
+        volume = translate_volume(generator, label, brain, anatomy, spatial_dims=2)  # (C, H, W, D)
+        out.extend(torch.from_numpy(np.ascontiguousarray(volume[..., int(z)])) for z in case["slices"])
+    return torch.stack(out)
+
+
+def finish_pix2pix_training(
+    recipe,
+    gan_dir: str | os.PathLike,
+    model_file: str | os.PathLike,
+    split: Mapping[str, Sequence[dict]],
+    quality: GeneratorQuality | None,
+    model_info: Mapping | None = None,
+    use_anatomy: bool = False,
+    spatial_dims: int = 2,
+) -> dict:
+    """``finish_training`` for a label map -> image translator (pix2pix): the held-out cases' label maps are
+    translated and their brain slices compared with the same real slices (and with the training cases' slices,
+    the reference), then the generator is written as one model file (key ``"generator"``)."""
+    from common.data.brain import slice_items
+    from common.engines.memory_format import plain_tensor
+    from common.engines.model_file import write_model_file
+    from common.engines.translation import load_generator, paired_transforms
+
+    generator = load_generator(recipe, str(gan_dir))
+    info = {**dict(model_info or {}), "training": training_record(Path(gan_dir).parent)}
+    holdout = list(split.get("holdout") or [])
+    if quality is not None and holdout and spatial_dims == 2:
+        transforms = paired_transforms(2, use_anatomy)
+
+        def real(cases):
+            return torch.stack([plain_tensor(transforms(it)["image"]).float() for it in slice_items(cases)])
+
+        synthetic = _translated_slices(generator, holdout, use_anatomy, quality.seed)
+        result = quality.audit(real(split["train"]), real(holdout), synthetic, info["training"])
+        info["quality"] = {k: result.get(k) for k in ("n_train", "n_heldout", *summarise_keys())}
+    elif quality is not None:
+        logger.warning("quality: no held-out cases (or 3-D): no quality audit")
+    write_model_file({"generator": generator}, model_file, info)
+    logger.info("generator written to %s", model_file)
+    return info

@@ -96,6 +96,7 @@ class SegmentationProtocol:
         folds: int = 3,
         seed: int = 0,
         val_fraction: float = 0.15,
+        gan_steps: int | None = None,
         gan_epochs: int = 50,
         gan_batch_size: int = 1,
         seg_epochs: int = 30,
@@ -134,6 +135,7 @@ class SegmentationProtocol:
         self.crop_size = crop_size
         self.arms, self.k, self.seed, self.val_fraction = list(arms), folds, seed, val_fraction
         self.gan_epochs, self.gan_batch_size = gan_epochs, gan_batch_size
+        self.gan_steps = None if gan_steps is None else int(gan_steps)  # --recipe efficient: a budget in G steps
         self.seg_epochs, self.seg_batch_size = seg_epochs, seg_batch_size
         self.finetune_epochs, self.finetune_fraction = finetune_epochs, finetune_fraction
         self.n_synthetic, self.paste_fraction = n_synthetic_cases, paste_fraction
@@ -162,6 +164,7 @@ class SegmentationProtocol:
             use_anatomy=self.use_anatomy,
             crop_size=self.crop_size,
             max_epochs=self.gan_epochs,
+            total_steps=self.gan_steps,
             batch_size=self.gan_batch_size,
             device=self.device,
             seed=self.seed + fold,
@@ -318,6 +321,7 @@ class SegmentationProtocol:
                 "spatial_dims": self.spatial_dims,
                 "use_anatomy": self.use_anatomy,
                 "gan_epochs": self.gan_epochs,
+                "gan_steps": self.gan_steps,
                 "seg_epochs": self.seg_epochs,
                 "finetune_epochs": self.finetune_epochs,
                 "finetune_fraction": self.finetune_fraction,

@@ -84,6 +84,7 @@ class SyntheticLearningProtocol:
         folds: int = 3,
         seed: int = 0,
         val_fraction: float = 0.15,
+        gan_steps: int | None = None,
         gan_epochs: int = 10,
         gan_batch_size: int = 16,
         classifier_epochs: int = 20,
@@ -121,6 +122,7 @@ class SyntheticLearningProtocol:
         self.real_arm = real_arm
         self.k, self.seed, self.val_fraction = folds, seed, val_fraction
         self.gan_epochs, self.gan_batch_size = gan_epochs, gan_batch_size
+        self.gan_steps = None if gan_steps is None else int(gan_steps)  # --recipe efficient: a budget in G steps
         self.classifier_epochs, self.classifier_batch_size = classifier_epochs, classifier_batch_size
         self.n_synthetic = n_synthetic_per_class
         self.checkpoint_interval, self.sample_interval = checkpoint_interval, sample_interval
@@ -157,7 +159,7 @@ class SyntheticLearningProtocol:
                 recipe, train, self.transforms, str(gan_dir), class_names=self.class_names, per_class=False,
                 max_epochs=self.gan_epochs, batch_size=self.gan_batch_size, device=self.device,
                 seed=self.seed + fold, num_workers=self.num_workers, checkpoint_interval=self.checkpoint_interval,
-                sample_interval=self.sample_interval, progress=False, tensorboard=False,
+                sample_interval=self.sample_interval, progress=False, tensorboard=False, total_steps=self.gan_steps,
             )  # fmt: skip
             gens = load_generators(recipe, str(gan_dir), self.class_names, device=self.device)
             generate_synthetic_set(
@@ -263,6 +265,7 @@ class SyntheticLearningProtocol:
             "folds": self.k,
             "settings": {
                 "gan_epochs": self.gan_epochs,
+                "gan_steps": self.gan_steps,
                 "gan_batch_size": self.gan_batch_size,
                 "classifier_epochs": self.classifier_epochs,
                 "n_synthetic_per_class": self.n_synthetic,
