@@ -194,7 +194,9 @@ class GANTrainer(Trainer):
             engine._step(engine.g_optimizer, g_terms["g_loss"])
             logs.update(g_terms)
             if engine.g_regularizer is not None and it % engine.g_reg_interval == 0:
-                reg = engine.g_regularizer(engine.generator, reals.shape[0], reals.device, labels)
+                # under DP-SGD the real batch size is Poisson-sampled private data: a fixed fake batch hides it
+                n = getattr(engine.objective, "fake_batch_size", None) or reals.shape[0]
+                reg = engine.g_regularizer(engine.generator, n, reals.device, None if labels is None else labels[:n])
                 engine._step(engine.g_optimizer, reg["g_reg"] * engine.g_reg_interval)
                 logs.update(reg)
         engine.d_optimizer.zero_grad(set_to_none=True)

@@ -259,7 +259,10 @@ def fit_gan(
         FinalCheckpoint(str(ckpt_dir), state).attach(trainer)
         (sample_saver or SampleGridSaver(str(out), interval=sample_interval)).attach(trainer)
         if progress:
-            ProgressBar(persist=False).attach(trainer, output_transform=lambda o: {"g": o["g_loss"], "d": o["d_loss"]})
+            # under DP the output holds G's losses only (common.privacy.dp): show what is there
+            ProgressBar(persist=False).attach(
+                trainer, output_transform=lambda o: {k[0]: o[k] for k in ("g_loss", "d_loss") if k in o}
+            )
         for handler in extra_handlers or ():
             handler.attach(trainer)
 
