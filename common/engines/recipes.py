@@ -101,3 +101,14 @@ def pick_recipe(paper: dict, efficient: dict, recipe: str, gan_type: str):
             f"gan_type {gan_type!r} has no '{recipe}' recipe (key 'gan_type'); '{recipe}' offers {sorted(table)}"
         )
     return table[gan_type]
+
+
+def announce(recipe: str, device, gan_steps: int | None = None) -> str:
+    """Say in one log line which recipe (and so which scale) a training run uses, and how to change it."""
+    import logging
+
+    scale = f"{gan_steps} G steps per GAN" if gan_steps else "the paper's epochs"
+    other = "efficient" if recipe == "paper" else "paper"
+    line = f"training with the '{recipe}' recipe on {device} ({scale}); --recipe {other} for the other one"
+    logging.getLogger("synthaug").info(line)
+    return line
