@@ -1,0 +1,155 @@
+"""Write the result tables of the model cards and of ``docs/generators.md`` from the committed result files.
+
+Every number in those tables comes from a committed file, never typed by hand:
+
+- ``bundles/<name>/docs/results/quality.json``: the shipped generator's audit (``ci/ship_weights.py`` copies it
+  from the training run) -> the card's "Shipped model" table and one row of the summary in ``docs/generators.md``;
+- ``docs/results/recipe_ablation_<bundle>.json`` (``benchmarks/recipe_ablation.py --json``) -> the ablation table.
+
+A table lives between two markers, ``<!-- synthaug:NAME:start -->`` and ``<!-- synthaug:NAME:end -->``, so the prose
+around it is the author's. ``python ci/render_results.py`` rewrites the tables; ``--check`` exits 1 when a table
+differs from its file (the test suite runs that), naming the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLES = ("liver_lesion_gan", "lung_cisl_gan", "skin_melanogan", "spine_stylegan2", "brain_pix2pix")
+TARGETS = {"precision": 0.7, "recall": 0.6, "coverage": 0.6}
+
+
+def _f(v, digits=2) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def _metric_rows(q: dict) -> list[str]:
+    rows = []
+    for m in ("precision", "recall", "density", "coverage"):
+        target = TARGETS.get(m)
+        met = "" if target is None else ("met" if (q.get(m) or 0) >= target else "not met")
+        rows.append(f"| {m} | {_f(q.get(m))} | {_f(q.get(m + '_real_baseline'))} | {_f(target)} {met} |")
+    rows.append(f"| Frechet distance / real-vs-real | {_f(q.get('frechet_ratio'))} | 1.00 | |")
+    return rows
+
+
+def shipped_model_table(bundle_dir: Path) -> str | None:
+    qfile = bundle_dir / "docs" / "results" / "quality.json"
+    if not qfile.is_file():
+        return None
+    q = json.loads(qfile.read_text())
+    t = q.get("training", {})
+    meta = json.loads((bundle_dir / "configs" / "metadata.json").read_text()).get("synthaug_model", {})
+    lines = [
+        f"From `docs/results/quality.json`: {q.get('n_synthetic')} synthetic images against {q.get('n_heldout')} "
+        f"held-out real images the generator never saw, with the {q.get('n_train')} training images as reference; "
+        f"{q.get('features')}.",
+        "",
+        "| metric | shipped generator | real vs real (the ceiling) | target (issue) |",
+        "|---|---|---|---|",
+        *_metric_rows(q),
+        "",
+        f"Training: {t.get('iterations')} generator steps ({t.get('images_seen')} images seen) in "
+        f"{_f((t.get('seconds') or 0) / 60, 0)} min on {meta.get('hardware', 'a CPU')}; data: "
+        f"{meta.get('dataset', '?')} ({meta.get('data_licence', '?')}).",
+    ]
+    return "\n".join(lines)
+
+
+def summary_table() -> str:
+    lines = [
+        "| bundle | data | precision (real) | recall (real) | coverage (real) | Frechet / real-vs-real "
+        "| G steps | min |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in BUNDLES:
+        qfile = REPO / "bundles" / name / "docs" / "results" / "quality.json"
+        if not qfile.is_file():
+            lines.append(f"| {name} | no shipped model yet | | | | | | |")
+            continue
+        q = json.loads(qfile.read_text())
+        meta = json.loads((REPO / "bundles" / name / "configs" / "metadata.json").read_text())
+        t = q.get("training", {})
+        cells = [f"{_f(q.get(m))} ({_f(q.get(m + '_real_baseline'))})" for m in ("precision", "recall", "coverage")]
+        lines.append(
+            f"| {name} | {meta.get('synthaug_model', {}).get('dataset', '?')} | {' | '.join(cells)} | "
+            f"{_f(q.get('frechet_ratio'))} | {t.get('iterations')} | {_f((t.get('seconds') or 0) / 60, 0)} |"
+        )
+    return "\n".join(lines)
+
+
+def ablation_table(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    rows = data["rows"]
+    head = [
+        f"From `{path.relative_to(REPO)}` ({data['bundle']}, {data['data']}, the same G-step budget for every "
+        f"variant; settings chosen before looking at these numbers, none tuned on them).",
+        "",
+        "| variant | precision | recall | density | coverage | Frechet / real-vs-real | G steps | train min |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        t = r.get("training", {})
+        head.append(
+            f"| {r['variant']} | {_f(r.get('precision'))} | {_f(r.get('recall'))} | {_f(r.get('density'))} | "
+            f"{_f(r.get('coverage'))} | {_f(r.get('frechet_ratio'))} | {t.get('iterations')} | "
+            f"{_f((t.get('seconds') or 0) / 60, 0)} |"
+        )
+    b = rows[0]
+    head.append(
+        f"| real vs real | {_f(b.get('precision_real_baseline'))} | {_f(b.get('recall_real_baseline'))} | "
+        f"{_f(b.get('density_real_baseline'))} | {_f(b.get('coverage_real_baseline'))} | 1.00 | | |"
+    )
+    return "\n".join(head)
+
+
+def replace_block(text: str, name: str, body: str, where: Path) -> str:
+    pattern = re.compile(rf"(<!-- synthaug:{name}:start -->\n)(.*?)(<!-- synthaug:{name}:end -->)", re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"render_results: {where} has no '<!-- synthaug:{name}:start/end -->' markers")
+    return pattern.sub(lambda m: m.group(1) + body.rstrip("\n") + "\n" + m.group(3), text, count=1)
+
+
+def render() -> dict[Path, str]:
+    """``{file: new text}`` for every file with a table."""
+    out: dict[Path, str] = {}
+    for name in BUNDLES:
+        card = REPO / "bundles" / name / "docs" / "README.md"
+        body = shipped_model_table(card.parent.parent)
+        if body is not None:
+            out[card] = replace_block(card.read_text(), "shipped-model", body, card)
+    doc = REPO / "docs" / "generators.md"
+    if doc.is_file():
+        text = replace_block(doc.read_text(), "quality-table", summary_table(), doc)
+        for path in sorted((REPO / "docs" / "results").glob("recipe_ablation_*.json")):
+            body = ablation_table(path)
+            text = replace_block(text, path.stem, body, doc)
+        out[doc] = text
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 when a table differs from its result file")
+    args = parser.parse_args(argv)
+    stale = []
+    for path, text in render().items():
+        if path.read_text() != text:
+            stale.append(path)
+            if not args.check:
+                path.write_text(text)
+    if args.check and stale:
+        print("tables differ from their result files (run python ci/render_results.py): " + ", ".join(map(str, stale)))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
