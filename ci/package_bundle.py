@@ -12,9 +12,10 @@ What goes into ``<name>_v<version>.zip`` (one top-level folder ``<name>/``, as `
   data a bundle writes on first use (``runs/``, ``data/``);
 - ``<name>/common/``: a copy of the ``common`` package. The configs name ``common....`` and ``monai.bundle run``
   puts the bundle root on ``sys.path``, so a collaborator needs only the third-party packages of
-  ``required_packages_version`` (``pip install monai torch pytorch-ignite nibabel itk scipy fire``), not this
-  repository. (The alternative, pinning ``synthaug-bundles`` and asking for ``pip install``, needs a package index
-  that serves it; the copy works offline and keeps code and configs of one version together.)
+  ``required_packages_version`` (``pip install monai torch pytorch-ignite nibabel itk scipy pillow fire tensorboard
+  tqdm matplotlib``), not this repository. (The alternative, pinning ``synthaug-bundles`` and asking for
+  ``pip install``, needs a package index that serves it; the copy works offline and keeps code and configs of one
+  version together.)
 
 An exported downstream model (``<output_dir>/evaluation/<bundle>_classification``, whose metadata has
 ``synthaug_export``) is packaged the same way, with the ``common`` copy it was exported with.

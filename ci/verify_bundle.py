@@ -24,15 +24,30 @@ Checks, by the name they print:
   ``url``, ``hash_val`` (64 hex digits) and ``hash_type: sha256``; a listed file that is present has that hash.
 - ``file_sizes``: no file of the bundle is larger than 25 MB unless large_files.yml lists it (files git ignores,
   e.g. the phantom data a bundle writes under data/, are not part of the bundle and are not counted).
-- ``metadata_schema``: configs/metadata.json is valid against ci/schema/meta_schema_20240725.json (a local,
-  offline reconstruction of MONAI's official schema; see the file's description).
-- ``metadata_schema_url``: its ``schema`` field names meta_schema_20240725.json (the schema checked here).
+- ``model_file``: models/model.pt exists (the trained weights every zoo bundle ships; MONAI's ``ckpt_export`` and
+  ``CheckpointLoader`` read it). A bundle without it FAILs: it is a recipe, not a model.
+- ``metadata_schema``: configs/metadata.json is valid against the official MONAI schema file its ``schema`` URL
+  names, read from ``<repository>/../shared/schema/`` (byte copies of the MONAI-extra-test-data 0.8.1 release; their
+  sha256 is pinned in ``OFFICIAL_SCHEMAS``), by MONAI's own ``monai.bundle.verify_metadata`` given that local file
+  as ``filepath`` (it downloads only when the file is missing, so nothing is downloaded). SKIP with the reason when
+  ``../shared/schema`` is absent. On failure every schema error is listed with its path (``jsonschema``).
+- ``metadata_schema_url``: the ``schema`` field names an official schema, and the one the zoo uses for such a
+  network: ``meta_schema_generator_20220718.json`` when ``network_data_format.inputs`` has a ``latent`` (or any
+  ``type: noise``) input, as the zoo's GAN bundle ``mednist_gan``; otherwise the general
+  ``meta_schema_20240725.json`` (the exported downstream classifiers/segmenters, whose input is ``image``; and
+  ``brain_pix2pix``, whose only input is a label map: pix2pix has no latent, and the generator schema requires one).
 - ``metadata_version``: ``version`` is a ``changelog`` key and the newest one.
 - ``version_bump`` (with ``--base REV``): when any file of the bundle differs from git revision REV (a release
   tag, ``origin/main``), ``version`` must be newer than the one at REV (and, by ``metadata_version``, the newest
   changelog key).
-- ``metadata_packages``: ``required_packages_version`` pins ``synthaug-bundles`` (WARN when the pin differs
-  from the version in setup.cfg).
+- ``metadata_packages``: ``required_packages_version`` (and ``optional_packages_version``, when present) pin exact
+  versions of third-party packages that a package index serves: never ``synthaug-bundles`` (this repository, on no
+  index; a packaged bundle carries its ``common`` copy instead, see ci/package_bundle.py); every package of
+  setup.cfg's ``install_requires`` (extras for optional packages) is pinned, within its range there; and the
+  ``monai``/``torch``/``numpy`` pins equal ``monai_version``/``pytorch_version``/``numpy_version``. MONAI reads
+  ``optional_packages_version`` (which the generator schema requires) as the older name of
+  ``required_packages_version`` and puts it in that one's place, so when both are present the optional pins must
+  include every required pin (plus, e.g., opacus for DP-SGD).
 - ``config_parse:<file>``: every configs/*.json parses with ``monai.bundle.ConfigParser`` on its own, and so do
   ``train+evaluate+quick`` (the protocol command) and ``train+quick[+smoke]`` (the smoke training).
 - ``config_keys:<combo>``: train.json, inference.json and train+evaluate+quick define bundle_root, device,
@@ -61,6 +76,25 @@ Checks, by the name they print:
   ``labels``/``classes``/``segmentation`` input -> one-hot maps; anything else -> uniform in ``value_range``.
   ``"*"`` sizes become 32; one-letter variables (``"2**n"``) get the smallest common value that makes every
   size >= 16, shared between inputs and outputs.
+- ``ckpt_export``: what ``python -m monai.bundle ckpt_export network_def --config_file configs/inference.json``
+  does: with models/model.pt, MONAI's ``ckpt_export`` itself (weights loaded into ``network_def``,
+  ``torch.jit.script``, saved to a temporary file that ``torch.jit.load`` reads back), once per network of a synthaug
+  model file (``--key_in_ckpt <name>``: the per-class generators, ``conditional`` or ``generator``); without it,
+  ``network_def`` is built and scripted without weights (the weights' absence FAILs in ``model_file``). SKIP for a
+  bundle in ``EXCLUDE_VERIFY_TORCHSCRIPT`` (the zoo's ``exclude_verify_torchscript_list``; empty: every network
+  scripts).
+- ``verify_net_in_out``: MONAI's ``monai.bundle.verify_net_in_out`` on ``network_def`` of inference.json, as the
+  zoo's CI runs it: a random ``inputs.image`` of batch 1, output channels and dtype against ``outputs.pred``. It only
+  knows an ``image`` input, so a bundle whose network takes latents or label maps is declared in
+  ``EXCLUDE_VERIFY_SHAPE`` with its reason (the zoo lists ``mednist_gan`` in ``exclude_verify_shape_list`` of its
+  ci/bundle_custom_data.py) and SKIPs; ``network_shape`` checks such inputs instead. A bundle without an ``image``
+  input that is not declared FAILs.
+
+Without models/model.pt, a network that inference.json builds from it (the generators' sizes travel with their
+weights) cannot be built: ``network_shape`` and ``verify_net_in_out`` then SKIP (the sizes in
+``network_data_format`` describe the shipped weights, and train.json's may differ, e.g. by device), and
+``ckpt_export`` scripts train.json's network (the same class) and says so.
+
 - ``--smoke``: ``smoke_train`` runs ``python -m monai.bundle run training --config_file
   "['<b>/configs/train.json','<b>/configs/quick.json'(,'<b>/configs/smoke.json')]" --output_dir OUT
   --max_epochs 1`` (plus ``--meta_file``, ``--logging_file``, ``--bundle_root``; ``smoke_max_epochs`` WARNs when
@@ -102,8 +136,16 @@ from pathlib import Path
 from typing import Any, TextIO
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "meta_schema_20240725.json"
-SCHEMA_NAME = SCHEMA_PATH.name
+#: the official MONAI metadata schemas, byte copies outside the project (never copied into it)
+SCHEMA_DIR = REPO_ROOT.parent / "shared" / "schema"
+SCHEMA_URL_BASE = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/"
+GENERAL_SCHEMA = "meta_schema_20240725.json"
+GENERATOR_SCHEMA = "meta_schema_generator_20220718.json"
+#: file name -> sha256 of the published file: a local copy that differs is not the official schema
+OFFICIAL_SCHEMAS: dict[str, str] = {
+    GENERAL_SCHEMA: "cd64aa8a5904426f6fc6855dabe46af8c742d5bad644b4e9cfb78ebad09ad678",
+    GENERATOR_SCHEMA: "5265725aa5f57bfaccabf64d5f01c9aaa0dddcbb8d0510415c48f1ff6e7c8f99",
+}
 
 # Bundle configs name ``common....`` in ``_target_``; running this file puts ci/ (not the root) on sys.path.
 if str(REPO_ROOT) not in sys.path:
@@ -135,7 +177,28 @@ REQUIRED_FILES_INFERENCE_ONLY: tuple[str, ...] = (
     "models/model.pt",
 )
 CONFIG_KEYS: tuple[str, ...] = ("bundle_root", "device", "dataset_dir", "output_dir", "network_def", "network")
-PACKAGE_PIN = "synthaug-bundles"
+#: this repository's own distribution: on no package index, so a bundle must not require it (it carries ``common``)
+OWN_PACKAGE = "synthaug-bundles"
+#: the pins of these packages must equal the metadata's ``<field>``
+VERSION_FIELDS = {"monai": "monai_version", "torch": "pytorch_version", "numpy": "numpy_version"}
+WEIGHTS = "models/model.pt"
+#: key of the model information in a synthaug model file (``common.engines.model_file.MODEL_INFO_KEY``): every other
+#: top-level key of such a file holds one network's state dict
+MODEL_INFO_KEY = "synthaug"
+
+# Bundles excluded from MONAI's ``verify_net_in_out`` (the model zoo's ``exclude_verify_shape_list`` in its
+# ci/bundle_custom_data.py, which lists its GAN bundle ``mednist_gan``): that function feeds a random
+# ``inputs.image`` and knows no other input. A generator's input is a latent (``type: noise``) and, when conditional,
+# a class index or a label map, which ``network_shape`` builds from network_data_format instead. Name -> reason.
+EXCLUDE_VERIFY_SHAPE: dict[str, str] = {
+    "brain_pix2pix": "pix2pix generator: its input is a one-hot label map 'condition', not an 'image'",
+    "liver_lesion_gan": "DCGAN/ACGAN generator: its inputs are a latent z (type noise) and, for the ACGAN, a class",
+    "lung_cisl_gan": "class-conditional generator: its inputs are a latent z (type noise) and a class index",
+    "skin_melanogan": "DCGAN/LAPGAN/DDGAN-like generator: its input is a latent z (type noise)",
+    "spine_stylegan2": "conditional StyleGAN2 generator: its inputs are a latent z (type noise) and a class index",
+}
+# Bundles whose network_def does not script (the zoo's ``exclude_verify_torchscript_list``). Name -> reason.
+EXCLUDE_VERIFY_TORCHSCRIPT: dict[str, str] = {}
 MAX_FILE_BYTES = 25 * 1000 * 1000  # the model zoo's limit for files committed with a bundle
 LARGE_FILES_NAMES: tuple[str, ...] = ("large_files.yml", "large_files.yaml", "large_files.json")
 CHECKPOINT_SUFFIXES: tuple[str, ...] = (".pt", ".pth")
@@ -403,13 +466,6 @@ def _version_key(version: str) -> tuple:
     return (0, tuple(int(x) for x in re.findall(r"\d+", version)))
 
 
-def _setup_cfg_version() -> str | None:
-    ini = configparser.ConfigParser()
-    if ini.read(REPO_ROOT / "setup.cfg", encoding="utf-8") and ini.has_option("metadata", "version"):
-        return ini.get("metadata", "version").strip()
-    return None
-
-
 def load_metadata(b: Bundle, r: Report) -> dict | None:
     if not b.meta_file.is_file():
         r.skip("metadata_schema", "configs/metadata.json is missing")
@@ -425,35 +481,91 @@ def load_metadata(b: Bundle, r: Report) -> dict | None:
     return meta
 
 
-def check_metadata_schema(meta: dict, r: Report) -> None:
+def _schema_name(meta: dict) -> str | None:
+    """The file name the ``schema`` URL ends in (what MONAI's ``verify_metadata`` would download)."""
+    url = meta.get("schema")
+    return url.rstrip("/").rsplit("/", 1)[-1] if isinstance(url, str) and url.strip() else None
+
+
+def expected_schema(meta: dict) -> str:
+    """The official schema the zoo uses for this network: the generator one for a latent input, else the general."""
+    fmt = meta.get("network_data_format")
+    inputs = fmt.get("inputs") if isinstance(fmt, dict) else None
+    if isinstance(inputs, dict) and (
+        "latent" in inputs or any(isinstance(v, dict) and v.get("type") == "noise" for v in inputs.values())
+    ):
+        return GENERATOR_SCHEMA
+    return GENERAL_SCHEMA
+
+
+def _schema_errors(meta: dict, schema: dict) -> list[str]:
+    """Every error of ``meta`` against ``schema`` as ``path: message`` (MONAI's message names one, without a path)."""
     import jsonschema
 
-    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-    validator_cls = jsonschema.Draft7Validator
-    validator_cls.check_schema(schema)
-    # the schema has only internal $refs, so validation never touches the network
+    validator_cls = jsonschema.validators.validator_for(schema)
     errors = sorted(validator_cls(schema).iter_errors(meta), key=lambda e: list(e.absolute_path))
-    if not errors:
-        r.ok("metadata_schema", f"valid against ci/schema/{SCHEMA_NAME}")
-        return
     messages = []
-    for error in errors[:5]:
+    for error in errors:
         # an anyOf error ("a tensor or a scalar") says little; best_match descends to the sub-error that does
         best = jsonschema.exceptions.best_match([error])
         where = "/".join(str(p) for p in best.absolute_path) or "(top level)"
         messages.append(f"{where}: {best.message}")
-    more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
-    r.fail("metadata_schema", "; ".join(messages) + more)
+    return messages
+
+
+def check_metadata_schema(b: Bundle, meta: dict, r: Report) -> None:
+    name = "metadata_schema"
+    if not SCHEMA_DIR.is_dir():
+        r.skip(name, f"{SCHEMA_DIR} is absent: the official MONAI schema files are read from there, never downloaded")
+        return
+    schema_name = _schema_name(meta)
+    if schema_name is None:
+        r.fail(name, "no 'schema' field: MONAI's verify_metadata needs the URL of the schema")
+        return
+    schema_file = SCHEMA_DIR / schema_name
+    if schema_name not in OFFICIAL_SCHEMAS or not schema_file.is_file():
+        r.fail(
+            name,
+            f"'schema' names {schema_name}, not an official schema in {SCHEMA_DIR} ({', '.join(OFFICIAL_SCHEMAS)})",
+        )
+        return
+    digest = OFFICIAL_SCHEMAS[schema_name]
+    if _sha256(schema_file) != digest:
+        r.fail(name, f"{schema_file} is not the official file (its sha256 differs from {digest})")
+        return
+    try:
+        import jsonschema  # noqa: F401  (MONAI's verify_metadata needs it; a clear message when it is missing)
+    except ImportError:
+        r.fail(name, "jsonschema is not installed (pip install jsonschema): MONAI's verify_metadata needs it")
+        return
+    from monai.bundle import verify_metadata
+
+    try:
+        with _quiet():
+            # the local file is the download target: it exists with the official hash, so nothing is downloaded
+            verify_metadata(meta_file=str(b.meta_file), filepath=str(schema_file), hash_val=digest, hash_type="sha256")
+    except ValueError as e:
+        schema = json.loads(schema_file.read_text(encoding="utf-8"))
+        messages = _schema_errors(meta, schema) or [str(e)]
+        more = f" (+{len(messages) - 5} more)" if len(messages) > 5 else ""
+        r.fail(name, f"invalid against {schema_name}: " + "; ".join(messages[:5]) + more)
+        return
+    r.ok(name, f"valid against {schema_name} (monai.bundle.verify_metadata, {os.path.relpath(schema_file, REPO_ROOT)})")
 
 
 def check_metadata_schema_url(meta: dict, r: Report) -> None:
-    url = meta.get("schema")
-    if not isinstance(url, str):
-        r.skip("metadata_schema_url", "no 'schema' field")
-    elif url.rstrip("/").rsplit("/", 1)[-1] != SCHEMA_NAME:
-        r.fail("metadata_schema_url", f"'schema' is {url!r}; this CI validates against {SCHEMA_NAME}")
+    name = "metadata_schema_url"
+    schema_name = _schema_name(meta)
+    want = expected_schema(meta)
+    if schema_name is None:
+        r.fail(name, f"no 'schema' field (want {SCHEMA_URL_BASE}{want})")
+    elif schema_name not in OFFICIAL_SCHEMAS:
+        r.fail(name, f"'schema' is {meta['schema']!r}, not an official MONAI schema ({', '.join(OFFICIAL_SCHEMAS)})")
+    elif schema_name != want:
+        why = "it has a latent input (a generator)" if want == GENERATOR_SCHEMA else "it has no latent input"
+        r.fail(name, f"'schema' names {schema_name}, but {why}: the zoo uses {want}")
     else:
-        r.ok("metadata_schema_url")
+        r.ok(name, schema_name)
 
 
 def check_metadata_version(meta: dict, r: Report) -> None:
@@ -503,17 +615,97 @@ def check_version_bump(b: Bundle, meta: dict, base: str, r: Report) -> None:
         )
 
 
+def _setup_cfg_requirements() -> dict[str, dict[str, str]]:
+    """setup.cfg's requirements: ``{"install_requires": {name: specifier}, "<extra>": {...}}`` (names normalised)."""
+    ini = configparser.ConfigParser()
+    if not ini.read(REPO_ROOT / "setup.cfg", encoding="utf-8"):
+        return {}
+    groups: dict[str, str] = {}
+    if ini.has_option("options", "install_requires"):
+        groups["install_requires"] = ini.get("options", "install_requires")
+    if ini.has_section("options.extras_require"):
+        groups.update(ini.items("options.extras_require"))
+    out: dict[str, dict[str, str]] = {}
+    for group, text in groups.items():
+        reqs = {}
+        for line in text.splitlines():
+            line = line.split("#", 1)[0].strip()
+            m = re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)\s*(.*)", line)
+            if m:
+                reqs[_normalise(m.group(1))] = m.group(2).strip()
+        out[group] = reqs
+    return out
+
+
+def _normalise(package: str) -> str:
+    return re.sub(r"[-_.]+", "-", package).lower()
+
+
+def _exact_version(value: Any) -> bool:
+    """``"1.6.1"``-like: a released version, not a range, a wildcard or a URL."""
+    return isinstance(value, str) and re.fullmatch(r"\d+(\.\d+)*([a-z]+\d*)?(\.post\d+)?", value.strip()) is not None
+
+
+def _in_range(version: str, specifier: str) -> bool:
+    if not specifier:
+        return True
+    try:
+        from packaging.specifiers import SpecifierSet
+    except ImportError:  # packaging comes with pip/setuptools; without it the ranges are not checked
+        return True
+    return SpecifierSet(specifier).contains(version, prereleases=True)
+
+
 def check_metadata_packages(meta: dict, r: Report) -> None:
-    packages = meta.get("required_packages_version")
-    pin = packages.get(PACKAGE_PIN) if isinstance(packages, dict) else None
-    if not isinstance(pin, str) or not pin.strip():
-        r.fail("metadata_packages", f'required_packages_version must pin {PACKAGE_PIN!r} (e.g. "0.1.0")')
+    name = "metadata_packages"
+    required = meta.get("required_packages_version")
+    if not isinstance(required, dict) or not required:
+        r.fail(name, "needs a non-empty 'required_packages_version' object (package -> exact version)")
         return
-    current = _setup_cfg_version()
-    if current is not None and pin.strip().lstrip("=") != current:
-        r.warn("metadata_packages", f"pins {PACKAGE_PIN} {pin} but setup.cfg says {current}")
+    optional = meta.get("optional_packages_version", {})
+    if not isinstance(optional, dict):
+        r.fail(name, "'optional_packages_version' must be an object (package -> exact version)")
+        return
+    problems: list[str] = []
+    reqs = _setup_cfg_requirements()
+    install_requires = reqs.get("install_requires", {})
+    extras = {pkg: spec for group, specs in reqs.items() if group != "install_requires" for pkg, spec in specs.items()}
+    for field_name, pins in (("required_packages_version", required), ("optional_packages_version", optional)):
+        for package, version in pins.items():
+            key = _normalise(package)
+            if key == OWN_PACKAGE:
+                problems.append(
+                    f"{field_name} pins {package}, which no package index serves (a packaged bundle carries its "
+                    "'common' copy): pin the third-party packages instead"
+                )
+            elif not _exact_version(version):
+                problems.append(f"{field_name}: {package} {version!r} is not an exact version")
+            else:
+                spec = install_requires.get(key, extras.get(key, ""))
+                if not _in_range(version.strip(), spec):
+                    problems.append(f"{field_name}: {package} {version} is outside setup.cfg's range {spec!r}")
+    pinned = {_normalise(p) for p in required}
+    missing = sorted(set(install_requires) - pinned - {OWN_PACKAGE})
+    if missing:
+        problems.append("required_packages_version lacks setup.cfg install_requires " + ", ".join(missing))
+    if "optional_packages_version" in meta:
+        # MONAI maps the older name optional_packages_version onto required_packages_version when it reads the
+        # metadata (monai.bundle.utils.DEPRECATED_ID_MAPPING), replacing it: the generator schema requires the older
+        # name, so it must carry every required pin too, or a run would see fewer pins than the file declares
+        lost = sorted(p for p, v in required.items() if str(optional.get(p)) != str(v))
+        if lost:
+            problems.append(
+                "optional_packages_version replaces required_packages_version when MONAI reads the metadata, "
+                "but lacks (or pins another version of) " + ", ".join(lost)
+            )
+    for package, field_name in VERSION_FIELDS.items():
+        pin = next((str(v) for p, v in required.items() if _normalise(p) == package), None)
+        if pin is not None and meta.get(field_name) is not None and pin != str(meta[field_name]):
+            problems.append(f"required_packages_version pins {package} {pin} but {field_name} is {meta[field_name]}")
+    if problems:
+        r.fail(name, "; ".join(problems))
     else:
-        r.ok("metadata_packages", f"{PACKAGE_PIN} {pin}")
+        r.ok(name, f"{len(required)} required, {len(optional)} optional package(s) pinned")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -820,6 +1012,70 @@ def expected_output_ok(spec: dict, shape: tuple[int, ...], env: dict[str, int]) 
     return True
 
 
+class NetworkError(Exception):
+    """A config's network id is missing or is not a ``torch.nn.Module``."""
+
+
+class WeightsMissing(Exception):
+    """inference.json builds its network from models/model.pt, which is missing."""
+
+
+def _instantiate(b: Bundle, config: Path, net_ids: Sequence[str]) -> tuple[Any, str]:
+    """The first of ``net_ids`` that ``config`` defines, instantiated, and that id."""
+    import torch
+
+    parser = load_config([config], b.meta_file)
+    net_id = next((k for k in net_ids if k in parser), None)
+    if net_id is None:
+        raise NetworkError(f"{config.name} defines none of {', '.join(repr(k) for k in net_ids)}")
+    # the bundle's own bundle_root may locate itself from the command line; here the folder is known
+    parser["bundle_root"] = str(b.root)
+    parser.parse(reset=True)
+    with _quiet():
+        net = parser.get_parsed_content(net_id, instantiate=True)
+    if not isinstance(net, torch.nn.Module):
+        raise NetworkError(f"'{net_id}' in {config.name} is a {type(net).__name__}, not a torch.nn.Module")
+    return net, net_id
+
+
+def _weights_missing_stand_in(b: Bundle) -> Path | None:
+    """train.json, when models/model.pt is missing and train.json exists: its network stands in for inference's."""
+    if (b.root / WEIGHTS).is_file() or not b.config("train.json").is_file():
+        return None
+    return b.config("train.json")
+
+
+def build_network(b: Bundle, net_ids: Sequence[str], stand_in: bool = False) -> tuple[Any, str, str]:
+    """(network, its id, where it came from) of inference.json, else train.json.
+
+    inference.json may build its network from models/model.pt (a generator's sizes travel with its weights). When
+    that file is missing (``model_file`` FAILs), this raises ``WeightsMissing``; with ``stand_in``, train.json's
+    network (the same class, at the sizes the recipe picks on this device) stands in.
+    """
+    inference = b.config("inference.json")
+    if not inference.is_file():
+        net, net_id = _instantiate(b, b.config("train.json"), net_ids)
+        return net, net_id, "train.json"
+    try:
+        net, net_id = _instantiate(b, inference, net_ids)
+        return net, net_id, "inference.json"
+    except NetworkError:
+        raise
+    except Exception as inference_error:
+        train = _weights_missing_stand_in(b)
+        if train is None:
+            raise
+        if not stand_in:
+            raise WeightsMissing(
+                f"inference.json cannot build its network without {WEIGHTS} (its sizes travel with the weights)"
+            ) from inference_error
+        try:
+            net, net_id = _instantiate(b, train, net_ids)
+        except Exception:
+            raise inference_error from None  # the error the bundle's users meet
+        return net, net_id, f"{train.name}: inference.json needs the missing {WEIGHTS}"
+
+
 def _first_output(out: Any, name: str) -> Any:
     if isinstance(out, dict):
         return out[name] if name in out else next(iter(out.values()))
@@ -839,22 +1095,13 @@ def check_network(b: Bundle, r: Report, meta: dict | None) -> None:
     if not fmt["inputs"] or not fmt["outputs"]:
         r.skip(name, "network_data_format.inputs/outputs is empty")
         return
-    config = next((c for c in (b.config("inference.json"), b.config("train.json")) if c.is_file()), None)
-    if config is None:
+    if not any(c.is_file() for c in (b.config("inference.json"), b.config("train.json"))):
         r.skip(name, "neither inference.json nor train.json exists")
         return
-    parser = load_config([config], b.meta_file)
-    net_id = next((k for k in ("network", "network_def") if k in parser), None)
-    if net_id is None:
-        r.fail(name, f"{config.name} defines neither 'network' nor 'network_def'")
-        return
-    # the bundle's own bundle_root may locate itself from the command line; here the folder is known
-    parser["bundle_root"] = str(b.root)
-    parser.parse(reset=True)
-    with _quiet():
-        net = parser.get_parsed_content(net_id, instantiate=True)
-    if not isinstance(net, torch.nn.Module):
-        r.fail(name, f"'{net_id}' in {config.name} is a {type(net).__name__}, not a torch.nn.Module")
+    try:
+        net, net_id, source = build_network(b, ("network", "network_def"))
+    except WeightsMissing as e:
+        r.skip(name, str(e))
         return
 
     inputs: dict[str, Any] = fmt["inputs"]
@@ -876,11 +1123,118 @@ def check_network(b: Bundle, r: Report, meta: dict | None) -> None:
         return
     shape = tuple(out.shape)
     if expected_output_ok(out_spec, shape, env):
-        r.ok(name, f"{net_id}({described}) -> {out_name}{shape}")
+        r.ok(
+            name, f"{net_id}({described}) -> {out_name}{shape}" + ("" if source == "inference.json" else f" [{source}]")
+        )
     else:
         channels, spatial = out_spec.get("num_channels"), out_spec.get("spatial_shape")
         want = f"(batch {BATCH}, num_channels={channels}, spatial_shape={spatial})"
         r.fail(name, f"{net_id}({described}) -> {shape}, but outputs.{out_name} says {want}")
+
+
+def check_model_file(b: Bundle, r: Report) -> None:
+    weights = b.root / WEIGHTS
+    if weights.is_file():
+        r.ok("model_file", f"{WEIGHTS} ({weights.stat().st_size / 1e6:.1f} MB)")
+    else:
+        r.fail(
+            "model_file",
+            f"{WEIGHTS} is missing: a zoo bundle ships its trained weights (add them, or list them in "
+            "large_files.yml and run python -m monai.bundle download_large_files first)",
+        )
+
+
+def _checkpoint_keys(weights: Path) -> list[str]:
+    """``key_in_ckpt`` values for ``ckpt_export``: one per network of a synthaug model file, else ``[""]``."""
+    import torch
+
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get(MODEL_INFO_KEY), dict):
+        return [k for k, v in state.items() if k != MODEL_INFO_KEY and isinstance(v, dict)]
+    return [""]
+
+
+def check_ckpt_export(b: Bundle, r: Report) -> None:
+    import torch
+
+    name = "ckpt_export"
+    reason = EXCLUDE_VERIFY_TORCHSCRIPT.get(b.root.name)
+    if reason:
+        r.skip(name, f"{b.root.name} is in EXCLUDE_VERIFY_TORCHSCRIPT: {reason}")
+        return
+    config = b.config("inference.json")
+    if not config.is_file():
+        r.skip(name, "inference.json is missing")
+        return
+    weights = b.root / WEIGHTS
+    if not weights.is_file():
+        # what ckpt_export does, minus loading the weights: build network_def and script it
+        net, _, source = build_network(b, ("network_def",), stand_in=True)
+        with _quiet():
+            torch.jit.script(net.eval())
+        r.ok(name, f"network_def scripts (torch.jit.script), without weights [{source}; no {WEIGHTS} to load]")
+        return
+    from monai.bundle import ckpt_export
+
+    keys = _checkpoint_keys(weights)
+    with tempfile.TemporaryDirectory(prefix="ckpt_export_") as tmp:
+        for key in keys:
+            target = Path(tmp) / f"model_{key or 'net'}.ts"
+            with _quiet():
+                ckpt_export(
+                    net_id="network_def",
+                    filepath=str(target),
+                    ckpt_file=str(weights),
+                    meta_file=str(b.meta_file),
+                    config_file=str(config),
+                    key_in_ckpt=key,
+                    bundle_root=str(b.root),
+                )
+                torch.jit.load(str(target), map_location="cpu")
+    which = f" [{', '.join(keys)}]" if keys != [""] else ""
+    r.ok(name, f"network_def of inference.json + {WEIGHTS}{which} -> TorchScript, reloads")
+
+
+def check_net_in_out(b: Bundle, r: Report, meta: dict | None) -> None:
+    name = "verify_net_in_out"
+    reason = EXCLUDE_VERIFY_SHAPE.get(b.root.name)
+    if reason:
+        r.skip(name, f"{b.root.name} is in EXCLUDE_VERIFY_SHAPE: {reason} (network_shape checks its inputs)")
+        return
+    fmt = (meta or {}).get("network_data_format")
+    inputs = fmt.get("inputs") if isinstance(fmt, dict) else None
+    if not isinstance(inputs, dict) or "image" not in inputs:
+        r.fail(
+            name,
+            "network_data_format.inputs has no 'image', the only input MONAI's verify_net_in_out feeds: a network "
+            "whose inputs are latents or label maps belongs in EXCLUDE_VERIFY_SHAPE (ci/verify_bundle.py) with the "
+            "reason",
+        )
+        return
+    config = b.config("inference.json")
+    if not config.is_file():
+        r.skip(name, "inference.json is missing")
+        return
+    from monai.bundle import verify_net_in_out
+
+    def run(config_file: Path) -> None:
+        with _quiet():
+            verify_net_in_out(
+                net_id="network_def",
+                meta_file=str(b.meta_file),
+                config_file=str(config_file),
+                device="cpu",
+                bundle_root=str(b.root),
+            )
+
+    try:
+        run(config)
+    except Exception:
+        if _weights_missing_stand_in(b) is None:
+            raise
+        r.skip(name, f"inference.json cannot build its network without {WEIGHTS} (its sizes travel with the weights)")
+        return
+    r.ok(name, "network_def of inference.json: inputs.image -> outputs.pred channels and dtype match")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -1033,6 +1387,7 @@ def verify(
     b = Bundle(bundle_dir.resolve())
     r = Report(stream)
     r.check("required_files", lambda: check_required_files(b, r))
+    r.check("model_file", lambda: check_model_file(b, r))
     r.check("no_scripts_dir", lambda: check_no_scripts(b, r))
     r.check("logging_conf", lambda: check_logging_conf(b, r))
     listed: set[Path] = set()
@@ -1045,7 +1400,7 @@ def verify(
 
     meta = load_metadata(b, r)
     if meta is not None:
-        r.check("metadata_schema", lambda: check_metadata_schema(meta, r))
+        r.check("metadata_schema", lambda: check_metadata_schema(b, meta, r))
         r.check("metadata_schema_url", lambda: check_metadata_schema_url(meta, r))
         r.check("metadata_version", lambda: check_metadata_version(meta, r))
         r.check("metadata_packages", lambda: check_metadata_packages(meta, r))
@@ -1055,6 +1410,8 @@ def verify(
     r.check("config_parse", lambda: check_configs(b, r))
     r.check("properties", lambda: check_properties(b, r))
     r.check("network_shape", lambda: check_network(b, r, meta))
+    r.check("ckpt_export", lambda: check_ckpt_export(b, r))
+    r.check("verify_net_in_out", lambda: check_net_in_out(b, r, meta))
 
     if smoke:
         workdir = keep if keep is not None else Path(tempfile.mkdtemp(prefix=f"smoke_{b.root.name}_"))

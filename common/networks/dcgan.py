@@ -124,8 +124,11 @@ class DCGANGenerator(nn.Module):
         self.num_classes = int(num_classes)
         self.out_channels = int(out_channels)
         self.spatial_dims = int(spatial_dims)
+        #: the class name for error messages (TorchScript cannot evaluate ``type(self).__name__`` in ``forward``)
+        self.net_name = type(self).__name__
         self.start_shape = _start_shape(image_size, self.spatial_dims, len(channels), type(self).__name__)
         self.image_size = tuple(s * 2 ** len(channels) for s in self.start_shape)
+        self._start_size = list(self.start_shape)  # a list, for ``reshape`` in TorchScript
         _check_instance_norm(norm, self.start_shape, type(self).__name__)
         if self.latent_dim < 1 or self.num_classes < 0:
             raise ValueError(f"latent_dim must be >= 1 and num_classes >= 0, got {latent_dim}, {num_classes}.")
@@ -171,17 +174,18 @@ class DCGANGenerator(nn.Module):
         """``z (B, latent_dim)`` [+ ``labels (B,)`` long] -> images ``(B, out_channels, *image_size)`` in [-1, 1]."""
         z = z.reshape(z.shape[0], -1)
         if z.shape[1] != self.latent_dim:
-            raise ValueError(f"{type(self).__name__}: z must be (B, {self.latent_dim}), got {tuple(z.shape)}.")
-        if self.label_embedding is not None:
+            raise ValueError(f"{self.net_name}: z must be (B, {self.latent_dim}), got {list(z.shape)}.")
+        label_embedding = self.label_embedding
+        if label_embedding is not None:
             if labels is None:
-                raise ValueError(f"{type(self).__name__}: conditional (num_classes={self.num_classes}) needs labels.")
+                raise ValueError(f"{self.net_name}: conditional (num_classes={self.num_classes}) needs labels.")
             labels = labels.reshape(-1).long()
             if labels.shape[0] != z.shape[0]:
-                raise ValueError(f"{type(self).__name__}: {labels.shape[0]} labels for a batch of {z.shape[0]} z.")
-            z = z * self.label_embedding(labels)
+                raise ValueError(f"{self.net_name}: {labels.shape[0]} labels for a batch of {z.shape[0]} z.")
+            z = z * label_embedding(labels)
         elif labels is not None:
-            raise ValueError(f"{type(self).__name__}: unconditional (num_classes=0) but labels were given.")
-        x = self.project(z).reshape(z.shape[0], -1, *self.start_shape)
+            raise ValueError(f"{self.net_name}: unconditional (num_classes=0) but labels were given.")
+        x = self.project(z).reshape([z.shape[0], -1] + self._start_size)
         return self.to_image(self.blocks(self.project_adn(x)))
 
 

@@ -47,7 +47,7 @@ def downsample(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
 
 def upsample(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
     """``(B, C, H, W)`` -> ``(B, C, H * factor, W * factor)``, bilinear (the pyramid's expand operator)."""
-    return x if factor == 1 else F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
+    return x if factor == 1 else F.interpolate(x, scale_factor=float(factor), mode="bilinear", align_corners=False)
 
 
 def laplacian_condition(x: torch.Tensor) -> torch.Tensor:
@@ -111,6 +111,8 @@ class LaplacianStageGenerator(nn.Module):
         self.out_channels = int(out_channels)
         self.image_size = int(image_size)
         self.noise_channels = int(noise_channels)
+        #: the class name for error messages (TorchScript cannot evaluate ``type(self).__name__`` in ``forward``)
+        self.net_name = type(self).__name__
         self.num_classes = 0
         self.residual_scale = float(residual_scale)
         padding = (kernel_size - 1) // 2
@@ -140,11 +142,18 @@ class LaplacianStageGenerator(nn.Module):
         shape = (batch_size, self.noise_channels, self.image_size, self.image_size)
         return (2.0 * torch.rand(shape, generator=generator, device=draw_device) - 1.0).to(device)
 
+    def noise_plane(self, batch_size: int, device: torch.device) -> torch.Tensor:
+        """``sample_latent(batch_size, device)`` from torch's global RNG (the same draw), in a form TorchScript
+        compiles: what ``LAPGANGenerator.forward`` feeds each stage."""
+        shape = [batch_size, self.noise_channels, self.image_size, self.image_size]
+        return 2.0 * torch.rand(shape, device=device) - 1.0
+
     def forward(self, z: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-        if condition.shape[1:] != (self.out_channels, self.image_size, self.image_size):
+        expected = [self.out_channels, self.image_size, self.image_size]
+        if condition.dim() != 4 or list(condition.shape[1:]) != expected:
             raise ValueError(
-                f"{type(self).__name__}: condition must be (B, {self.out_channels}, {self.image_size}, "
-                f"{self.image_size}), got {tuple(condition.shape)}."
+                f"{self.net_name}: condition must be (B, {self.out_channels}, {self.image_size}, "
+                f"{self.image_size}), got {list(condition.shape)}."
             )
         residual = self.net(torch.cat([condition, z.to(condition.dtype)], dim=1))
         return condition + self.residual_scale * residual
@@ -211,7 +220,7 @@ class LAPGANGenerator(nn.Module):
         images = [self.base(z)]
         for stage in self.stages:
             condition = upsample(images[-1])
-            images.append(stage(stage.sample_latent(z.shape[0], device=z.device), condition))
+            images.append(stage(stage.noise_plane(z.shape[0], z.device), condition))
         return images
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -287,13 +296,16 @@ class PyramidGenerator(nn.Module):
         """``z`` -> ``levels`` images, coarsest first, the last at ``image_size``."""
         z = z.reshape(z.shape[0], -1)
         x = self.project_norm(self.project(z).reshape(z.shape[0], -1, self.start, self.start))
-        images: list[torch.Tensor] = []
+        features: list[torch.Tensor] = []  # of the last ``levels`` blocks, which feed the heads
         first_head = len(self.blocks) - self.levels
         for i, block in enumerate(self.blocks):
             x = block(x)
             if i >= first_head:
-                out = torch.tanh(self.heads[i - first_head](x))
-                images.append(out if not images else upsample(images[-1]) + out)
+                features.append(x)
+        images: list[torch.Tensor] = []
+        for j, head in enumerate(self.heads):  # (TorchScript indexes a ModuleList by literals only)
+            out = torch.tanh(head(features[j]))
+            images.append(out if len(images) == 0 else upsample(images[-1]) + out)
         return images
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

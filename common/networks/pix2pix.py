@@ -108,11 +108,13 @@ class Pix2PixUNet(nn.Module):
 
     def forward(self, condition: torch.Tensor) -> torch.Tensor:
         factor = 2 ** len(self.channels)
-        bad = [s for s in condition.shape[2:] if s % factor]
+        bad = False
+        for s in condition.shape[2:]:  # (a loop, not a comprehension with ``if``: TorchScript compiles this)
+            bad = bad or s % factor != 0
         if bad:
             raise ValueError(
                 f"Pix2PixUNet with {len(self.channels)} levels needs spatial sizes divisible by {factor}, "
-                f"got {tuple(condition.shape[2:])}: use fewer 'g_channels' or another image size"
+                f"got {list(condition.shape[2:])}: use fewer 'g_channels' or another image size"
             )
         return self.model(condition)
 

@@ -43,7 +43,10 @@ __all__ = [
     "stylegan2_channels",
 ]
 
-_LRELU_GAIN = math.sqrt(2.0)
+
+def _lrelu(x: torch.Tensor) -> torch.Tensor:
+    """Leaky ReLU 0.2 scaled by sqrt(2), He's gain (``math.sqrt`` inline: TorchScript reads no module-level floats)."""
+    return F.leaky_relu(x, 0.2) * math.sqrt(2.0)
 
 
 def stylegan2_channels(resolution: int, channel_base: int, channel_max: int) -> int:
@@ -96,12 +99,14 @@ class EqualLinear(nn.Module):
         self.weight_gain = lr_mul / math.sqrt(in_features)
         self.lr_mul = lr_mul
         self.activation = activation
+        self.lrelu = activation == "lrelu"  # a bool: TorchScript cannot compare an attribute that may be None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b = self.bias * self.lr_mul if self.bias is not None else None
+        bias = self.bias
+        b = bias * self.lr_mul if bias is not None else None
         x = F.linear(x, self.weight * self.weight_gain, b)
-        if self.activation == "lrelu":
-            x = F.leaky_relu(x, 0.2) * _LRELU_GAIN
+        if self.lrelu:
+            x = _lrelu(x)
         return x
 
 
@@ -118,6 +123,7 @@ class EqualConv2d(nn.Module):
         self.weight_gain = 1.0 / math.sqrt(in_channels * kernel_size * kernel_size)
         self.down = down
         self.activation = activation
+        self.lrelu = activation == "lrelu"  # a bool: TorchScript cannot compare an attribute that may be None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight * self.weight_gain
@@ -128,8 +134,8 @@ class EqualConv2d(nn.Module):
             x = F.conv2d(x, w, self.bias, stride=2)
         else:
             x = F.conv2d(x, w, self.bias, padding=k // 2)
-        if self.activation == "lrelu":
-            x = F.leaky_relu(x, 0.2) * _LRELU_GAIN
+        if self.lrelu:
+            x = _lrelu(x)
         return x
 
 
@@ -213,7 +219,7 @@ class SynthesisLayer(nn.Module):
         if noise:
             b, _, h, wd = x.shape
             x = x + torch.randn(b, 1, h, wd, device=x.device, dtype=x.dtype) * self.noise_strength
-        return F.leaky_relu(x + self.bias[None, :, None, None], 0.2) * _LRELU_GAIN
+        return _lrelu(x + self.bias[None, :, None, None])
 
 
 class ToImage(nn.Module):
@@ -321,23 +327,27 @@ class StyleGAN2Generator(nn.Module):
         """ws (B, num_ws, w_dim) -> image (B, out_channels, image_size, image_size)."""
         b = ws.shape[0]
         x = self.const[None].expand(b, -1, -1, -1).contiguous(memory_format=torch.channels_last)
-        x = self.convs[0](x, ws[:, 0], self.noise)
-        image = self.to_images[0](x, ws[:, 1])
-        i = 1
-        for block, to_image in enumerate(self.to_images[1:], start=1):
-            x = self.convs[2 * block - 1](x, ws[:, i], self.noise)
-            x = self.convs[2 * block](x, ws[:, i + 1], self.noise)
-            image = blur_upsample(image) + to_image(x, ws[:, i + 2])
-            i += 2
+        image = x  # a tensor until the first to_image replaces it (TorchScript types every variable)
+        # resolution k: conv 0 at 4 x 4, convs 2k - 1 (upsampling) and 2k above; conv j reads ws[:, j] and
+        # to_image k ws[:, 2k + 1]. Written as loops over the ModuleLists because TorchScript indexes them by
+        # literals only; the layers run in the same order as ever.
+        for k, to_image in enumerate(self.to_images):
+            for j, conv in enumerate(self.convs):
+                if j == 2 * k - 1 or j == 2 * k:
+                    x = conv(x, ws[:, j], self.noise)
+            y = to_image(x, ws[:, 2 * k + 1])
+            image = y if k == 0 else blur_upsample(image) + y
         return image
 
     def forward(
         self, z: torch.Tensor, labels: torch.Tensor | None = None, return_ws: bool = False,
         truncation_psi: float | None = None,
-    ):  # fmt: skip
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         ws = self.map(z, labels, truncation_psi)
         image = self.synthesis(ws)
-        return (image, ws) if return_ws else image
+        if return_ws:  # (two returns, not an if-expression: TorchScript types each branch on its own)
+            return image, ws
+        return image
 
 
 # ------------------------------------------------------------------------------------------------ discriminator
@@ -361,7 +371,10 @@ def minibatch_std(x: torch.Tensor, group_size: int) -> torch.Tensor:
 
     The group is the largest divisor of the batch not above ``group_size`` (a batch of 6 with group 4 uses 3)."""
     b, c, h, w = x.shape
-    g = max(d for d in range(1, min(group_size, b) + 1) if b % d == 0)
+    g = 1
+    for d in range(1, min(group_size, b) + 1):  # (a loop: TorchScript compiles no comprehension with ``if``)
+        if b % d == 0:
+            g = d
     y = x.reshape(g, -1, c, h, w)
     y = (y - y.mean(0)).square().mean(0).add(1e-8).sqrt()  # (B/g, C, H, W)
     y = y.mean((1, 2, 3)).reshape(-1, 1, 1, 1).repeat(g, 1, h, w)  # sample i belongs to group i % (B/g)

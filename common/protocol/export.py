@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "CLASS_NAMES_FILE",
     "DOWNSTREAM_KINDS",
+    "GENERAL_SCHEMA_URL",
     "export_best_model",
     "export_downstream",
     "parser_inert",
@@ -51,6 +52,11 @@ __all__ = [
 #: where a downstream classification bundle keeps its class names (relative to the bundle root): a data file that no
 #: config parser reads, outside configs/ (tools parse every configs/*.json as a config)
 CLASS_NAMES_FILE = "models/class_names.json"
+#: the official MONAI metadata schema of a downstream (image-input) model; the GAN bundles' generator schema requires
+#: a latent input, so an exported classifier/segmenter does not inherit its source bundle's ``schema``
+GENERAL_SCHEMA_URL = (
+    "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
+)
 #: how MONAI's ConfigParser treats a string that starts with: "$" an expression (run), "@" a reference, "%" a macro
 _PARSER_PREFIXES = ("$", "@", "%")
 #: dict keys with a meaning to ConfigParser (``_target_`` instantiates) or to merging several files ("+" prefix)
@@ -237,7 +243,8 @@ def _metadata(
     what = "classifier" if kind == "classification" else "segmenter"
     metrics = selection.get("test_metrics", {})
     meta = {
-        "schema": source_meta.get("schema"),
+        # the general schema: a downstream model's input is an image (the GAN bundle's generator schema wants a latent)
+        "schema": GENERAL_SCHEMA_URL,
         "version": version,
         "changelog": {
             version: f"exported by {source} {version}: the '{arm}' {what} of fold {fold}, chosen on "

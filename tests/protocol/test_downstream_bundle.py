@@ -95,6 +95,10 @@ def test_exported_folder_is_a_monai_label_bundle(exported, tmp_path):
     assert sel["test_metrics"]["accuracy"]["ci95"] == [0.25, 1.0] and sel["paper_reference"] == {"accuracy": 0.786}
     fmt = meta["network_data_format"]
     assert list(fmt["inputs"]) == ["image"] and list(fmt["outputs"]) == ["pred"]
+    # an image-input model follows the general schema, not its source GAN bundle's generator schema
+    assert meta["schema"].endswith("/meta_schema_20240725.json")
+    assert source["schema"].endswith("/meta_schema_generator_20220718.json")
+    assert meta["required_packages_version"] == source["required_packages_version"]
     assert fmt["outputs"]["pred"]["channel_def"] == {"0": "cyst", "1": "metastasis", "2": "hemangioma"}
     inference = json.loads((exported / "configs" / "inference.json").read_text())
     assert inference["bundle_name"] == exported.name and inference["image_size"] == SIZE
