@@ -96,9 +96,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     out = Path(args.out)
     sizes = _efficient_sizes(args.bundle, args.data)
     with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
-        rows = list(
-            pool.map(lambda v: run_variant(args.bundle, args.data, v, args.steps, out, sizes), args.variants)
-        )
+        rows = list(pool.map(lambda v: run_variant(args.bundle, args.data, v, args.steps, out, sizes), args.variants))
     print(table(rows))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

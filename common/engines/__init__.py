@@ -7,6 +7,9 @@ from common.engines.generation import GeneratorEvaluator, LatentDataset, Synthet
 from common.engines.handlers import LossHistory, NaNGuard, SampleGridSaver, attach_resume, latest_checkpoint
 from common.engines.multistage import LAPGANRecipe, PyramidLevel
 
+# after the engines they build on; `$import common.engines` in a config then reaches `common.engines.recipes.*`
+from common.engines import model_file, recipes  # noqa: E402
+
 __all__ = [
     "ClassifierRecipe",
     "GANRecipe",
@@ -28,6 +31,8 @@ __all__ = [
     "latest_checkpoint",
     "load_generators",
     "make_ema",
+    "model_file",
     "predict_probs",
     "prepare_gan_batch",
+    "recipes",
 ]

@@ -21,6 +21,7 @@ training changes. The StyleGAN2 bundle already trains this way (``common.engines
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from functools import partial
 
@@ -33,7 +34,7 @@ from common.engines.stylegan2 import ema_decay_for
 from common.losses.adversarial import GANObjective
 from common.losses.stylegan2 import R1Regularizer
 
-__all__ = ["efficient_recipe"]
+__all__ = ["announce", "efficient_recipe", "pick_recipe", "with_ema", "without_batchnorm"]
 
 
 def efficient_recipe(
@@ -112,3 +113,14 @@ def announce(recipe: str, device, gan_steps: int | None = None) -> str:
     line = f"training with the '{recipe}' recipe on {device} ({scale}); --recipe {other} for the other one"
     logging.getLogger("synthaug").info(line)
     return line
+
+
+def without_batchnorm(discriminator: Callable[..., nn.Module]) -> Callable[[], nn.Module]:
+    """The paper's discriminator factory with ``norm=None`` (R1 needs per-sample gradients, which BatchNorm couples)."""
+    return partial(discriminator, norm=None)
+
+
+def with_ema(recipe: GANRecipe, batch_size: int, ema_kimg: float) -> GANRecipe:
+    """``recipe`` sampling from an EMA of G with a half-life of ``ema_kimg`` thousand images (pix2pix's efficient
+    recipe: its paired D takes neither ADA nor R1; see the module docstring)."""
+    return dataclasses.replace(recipe, ema_decay=ema_decay_for(batch_size, ema_kimg))

@@ -2,6 +2,7 @@
 
 from common.protocol.classification import ARMS, ClassificationProtocol
 from common.protocol.folds import load_or_make_splits, make_splits, select
+from common.protocol import quality  # the end of every training run (`$import common.protocol` reaches it)
 from common.protocol.report import compare_arms, render_markdown, summarize_arms, write_report
 
 __all__ = [
@@ -10,6 +11,7 @@ __all__ = [
     "compare_arms",
     "load_or_make_splits",
     "make_splits",
+    "quality",
     "render_markdown",
     "select",
     "summarize_arms",
