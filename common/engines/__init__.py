@@ -1,14 +1,13 @@
 """Ignite training: one GAN trainer for every paper, the downstream classifier trainer, shared handlers."""
 
+# after the engines they build on; `$import common.engines` in a config then reaches `common.engines.recipes.*`
+from common.engines import model_file, recipes
 from common.engines.classifier_training import ClassifierRecipe, evaluate_classifier, fit_classifier, predict_probs
 from common.engines.gan_trainer import GANTrainer, make_ema, prepare_gan_batch
 from common.engines.gan_training import GANRecipe, fit_gan, fit_gans, load_generators
 from common.engines.generation import GeneratorEvaluator, LatentDataset, SyntheticSetWriter, generate_synthetic_set
 from common.engines.handlers import LossHistory, NaNGuard, SampleGridSaver, attach_resume, latest_checkpoint
 from common.engines.multistage import LAPGANRecipe, PyramidLevel
-
-# after the engines they build on; `$import common.engines` in a config then reaches `common.engines.recipes.*`
-from common.engines import model_file, recipes  # noqa: E402
 
 __all__ = [
     "ClassifierRecipe",
