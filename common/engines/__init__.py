@@ -1,6 +1,6 @@
 """Ignite training: one GAN trainer for every paper, the downstream classifier trainer, shared handlers."""
 
-# after the engines they build on; `$import common.engines` in a config then reaches `common.engines.recipes.*`
+# so that `$import common.engines` in a bundle config reaches `common.engines.recipes.*` and `.model_file.*`
 from common.engines import model_file, recipes
 from common.engines.classifier_training import ClassifierRecipe, evaluate_classifier, fit_classifier, predict_probs
 from common.engines.gan_trainer import GANTrainer, make_ema, prepare_gan_batch
