@@ -31,11 +31,26 @@ def _round(v):
     return round(v, 4) if isinstance(v, float) else v
 
 
-def ship(bundle: Path, run: Path, dataset: str, licence: str, command: str) -> dict:
+def _half(model: Path, out: Path) -> None:
+    """The model file with every float32 tensor stored as float16 (load_state_dict casts back to float32)."""
+    import torch
+
+    state = torch.load(model, map_location="cpu", weights_only=True)
+    for name, sd in state.items():
+        if name != "synthaug":
+            state[name] = {k: v.half() if v.dtype == torch.float32 else v for k, v in sd.items()}
+    state["synthaug"]["stored_as"] = "float16 (cast to float32 on loading)"
+    torch.save(state, out)
+
+
+def ship(bundle: Path, run: Path, dataset: str, licence: str, command: str, half: bool = False) -> dict:
     model, quality_file = run / "model.pt", run / "quality.json"
     for f in (model, quality_file):
         if not f.is_file():
             raise SystemExit(f"ship_weights: {f} is missing: run the bundle's training into {run} first")
+    if half:
+        _half(model, run / "model_fp16.pt")
+        model = run / "model_fp16.pt"
     size_mb = model.stat().st_size / 2**20
     if size_mb > MAX_MB:
         raise SystemExit(f"ship_weights: {model} is {size_mb:.1f} MB (> {MAX_MB}): list it in large_files.yml")
@@ -63,6 +78,7 @@ def ship(bundle: Path, run: Path, dataset: str, licence: str, command: str) -> d
         "quality": "docs/results/quality.json: random-CNN features, held-out real images it never trained on",
         "n_train": quality.get("n_train"),
         "n_heldout": quality.get("n_heldout"),
+        "stored_as": "float16 (cast to float32 on loading; the audit ran on float32)" if half else "float32",
     }
     meta_path.write_text(json.dumps(meta, indent=4) + "\n")
     return meta["synthaug_model"]
@@ -75,8 +91,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--dataset", required=True)
     p.add_argument("--licence", required=True)
     p.add_argument("--command", required=True)
+    p.add_argument("--half", action="store_true", help="store the weights as float16 (halves the file)")
     a = p.parse_args(argv)
-    out = ship(Path(a.bundle), Path(a.run), a.dataset, a.licence, a.command)
+    out = ship(Path(a.bundle), Path(a.run), a.dataset, a.licence, a.command, a.half)
     json.dump(out, sys.stdout, indent=1)
     print()
     return out
