@@ -1,4 +1,5 @@
-"""Helpers that bundle configs call at parse time (locating the bundle), and clean error messages for bundle runs."""
+"""Helpers that bundle configs call: at parse time (locating the bundle), in ``initialize`` (refusing bad command-line
+overrides, locking ``output_dir``), and clean error messages for bundle runs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ import sys
 from pathlib import Path
 
 from common.errors import install_excepthook
+from common.overrides import check_overrides
+from common.run_lock import lock_output_dir, release_output_dir
+
+__all__ = ["check_overrides", "find_bundle_root", "lock_output_dir", "release_output_dir"]
 
 # bundle configs import this module: a bad dataset_dir then ends a bundle run with one clear line
 install_excepthook()
