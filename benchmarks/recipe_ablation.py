@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 VARIANTS: dict[str, list[str]] = {
     "paper": ["--recipe", "paper"],
     "efficient": [],
-    "efficient - ADA": ["--ada_target", "None"],
+    "efficient - ADA": ["--ada_target", "$None"],  # "$None": MONAI drops a plain None override
     "efficient - R1": ["--r1_gamma", "0"],
     "efficient - EMA": ["--ema_kimg", "0"],
 }
