@@ -252,9 +252,12 @@ def finish_training(
     training part and the held-out part of ``split`` (``quality.json``, one printed line), and write them as one
     model file (``common.engines.model_file``) whose information holds ``model_info``, the training record and the
     quality figures. Returns that information."""
+    from common.engines import distributed
     from common.engines.gan_training import load_generators
     from common.engines.model_file import write_model_file
 
+    if not distributed.is_rank0():  # several processes (torchrun): rank 0 audits and writes, as it trained
+        return dict(model_info or {})
     generators = load_generators(recipe, str(gan_dir), class_names, classes=classes)
     info = {**dict(model_info or {}), "class_names": list(class_names), "training": training_record(gan_dir)}
     if quality is not None and split.get("holdout"):
@@ -306,10 +309,13 @@ def finish_pix2pix_training(
     translated and their brain slices compared with the same real slices (and with the training cases' slices,
     the reference), then the generator is written as one model file (key ``"generator"``)."""
     from common.data.brain import slice_items
+    from common.engines import distributed
     from common.engines.memory_format import plain_tensor
     from common.engines.model_file import write_model_file
     from common.engines.translation import load_generator, paired_transforms
 
+    if not distributed.is_rank0():  # several processes (torchrun): rank 0 audits and writes, as it trained
+        return dict(model_info or {})
     generator = load_generator(recipe, str(gan_dir))
     info = {**dict(model_info or {}), "training": training_record(Path(gan_dir).parent)}
     holdout = list(split.get("holdout") or [])
