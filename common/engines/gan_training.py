@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 GENERATOR_FILE = "generator.pt"
 DONE_FILE = "training_done.json"
+#: with a budget in steps (``total_steps``), an epoch has at least this many (see ``fit_gan``)
+MIN_EPOCH_STEPS = 20
 
 
 @dataclass
@@ -159,10 +161,17 @@ def fit_gan(
     transforms.set_random_state(seed=seed)
     if hasattr(augment, "set_random_state"):
         augment.set_random_state(seed)
-    loader = _loader(items, transforms, min(batch_size, len(items)), num_workers, seed, keys=dataset_keys)
     if total_steps is not None:
         if int(total_steps) < 1:
             raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+        # a class of 50 images makes 1-2 steps per epoch, and every epoch pays the handlers (logs, checkpoints,
+        # progress): with a budget in steps, repeat the list so an epoch has at least MIN_EPOCH_STEPS steps. Not
+        # under privacy: a repeated image would be clipped more than once per epoch
+        per_epoch = max(1, len(items) // max(1, min(batch_size, len(items))))
+        if per_epoch < MIN_EPOCH_STEPS and getattr(recipe, "privacy", None) is None:
+            items = items * math.ceil(MIN_EPOCH_STEPS / per_epoch)
+    loader = _loader(items, transforms, min(batch_size, len(items)), num_workers, seed, keys=dataset_keys)
+    if total_steps is not None:
         max_epochs = max(1, math.ceil(int(total_steps) / max(1, len(loader))))
 
     generator = to_channels_last(recipe.generator().to(device))

@@ -64,9 +64,10 @@ def test_changes_switch_off_one_at_a_time():
 
 
 def test_total_steps_is_a_budget_in_steps(tmp_path):
-    _fit(tmp_path, _efficient(), max_epochs=1, total_steps=14)  # 24 images / batch 4 = 6 steps per epoch
+    # 24 images / batch 4 = 6 steps per epoch: too short an epoch, so the list repeats 4x (24 steps per epoch)
+    _fit(tmp_path, _efficient(), max_epochs=1, total_steps=50)
     done = json.loads((tmp_path / "training_done.json").read_text())
-    assert done["epochs"] == 3 and done["iterations"] == 18 and done["batch_size"] == 4
+    assert done["epochs"] == 3 and done["iterations"] == 72 and done["batch_size"] == 4 and done["n_images"] == 96
     with pytest.raises(ValueError, match="total_steps"):
         _fit(tmp_path / "bad", _efficient(), total_steps=0)
 
