@@ -79,6 +79,14 @@ class GANRecipe:
     def conditional(self) -> bool:
         return bool(self.objective.conditional)
 
+    def trainer_kwargs(self) -> dict[str, Any]:
+        """The ``GANTrainer`` arguments this recipe fixes (objective, D steps, regularisers, EMA, AMP)."""
+        return {
+            "objective": self.objective, "d_steps": self.d_steps, "d_regularizer": self.d_regularizer,
+            "d_reg_interval": self.d_reg_interval, "g_regularizer": self.g_regularizer,
+            "g_reg_interval": self.g_reg_interval, "ema_decay": self.ema_decay, "amp": self.amp,
+        }  # fmt: skip
+
 
 def _loader(items, transforms, batch_size, num_workers, seed, keys=("image", "label")):
     gen = torch.Generator().manual_seed(seed)
@@ -219,14 +227,7 @@ def fit_gan(
         discriminator=discriminator,
         g_optimizer=g_opt,
         d_optimizer=d_opt,
-        objective=recipe.objective,
-        d_steps=recipe.d_steps,
-        d_regularizer=recipe.d_regularizer,
-        d_reg_interval=recipe.d_reg_interval,
-        g_regularizer=recipe.g_regularizer,
-        g_reg_interval=recipe.g_reg_interval,
-        ema_decay=recipe.ema_decay,
-        amp=recipe.amp,
+        **recipe.trainer_kwargs(),
         prepare_batch=prepare_batch or partial(prepare_gan_batch, augment=augment),
         augment_pipe=augment_pipe,
         generator_step_context=step_context,

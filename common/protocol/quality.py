@@ -222,12 +222,13 @@ class GeneratorQuality:
         return result
 
 
-def training_record(gan_dir: str | os.PathLike) -> dict:
-    """Steps, images and seconds of the GAN(s) under ``gan_dir``, summed over their ``training_done.json``."""
+def training_record(gan_dir: str | os.PathLike, per_class: bool = True) -> dict:
+    """Steps, images and seconds of the GAN(s) in ``gan_dir``, summed over their ``training_done.json``: one per
+    sub-folder (``fit_gans``: a GAN per class, or ``conditional/``), or ``gan_dir``'s own (``per_class=False``)."""
     from common.engines.gan_training import DONE_FILE
 
     record = {"iterations": 0, "images_seen": 0, "seconds": 0.0, "gans": 0}
-    for done in sorted(Path(gan_dir).glob(f"*/{DONE_FILE}")):
+    for done in sorted(Path(gan_dir).glob(f"*/{DONE_FILE}" if per_class else DONE_FILE)):
         d = json.loads(done.read_text())
         record["gans"] += 1
         record["iterations"] += int(d.get("iterations", 0))
@@ -317,7 +318,7 @@ def finish_pix2pix_training(
     if not distributed.is_rank0():  # several processes (torchrun): rank 0 audits and writes, as it trained
         return dict(model_info or {})
     generator = load_generator(recipe, str(gan_dir))
-    info = {**dict(model_info or {}), "training": training_record(Path(gan_dir).parent)}
+    info = {**dict(model_info or {}), "training": training_record(gan_dir, per_class=False)}
     holdout = list(split.get("holdout") or [])
     if quality is not None and holdout and spatial_dims == 2:
         transforms = paired_transforms(2, use_anatomy)
