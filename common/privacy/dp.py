@@ -311,6 +311,7 @@ class DPSGDDiscriminator:
         else:
             module, opt, loader = self.engine.make_private(noise_multiplier=sigma, **common)
         _sample_batches_with(loader, self.sampling_generator)
+        _empty_batches_as_dicts(loader)
         opt.secure_mode = True  # Opacus' noise robust to floating-point attacks (a sum of 4 Gaussian draws)
         if opt.generator is not (self.noise_generator if distributed.is_rank0() else None):  # only rank 0 adds noise
             raise RuntimeError("DP-SGD: the optimiser does not draw its noise from the secret generator")
@@ -533,3 +534,24 @@ class PaperNoiseThenClip:
 
     def attach(self, engine) -> None:
         return None
+
+
+def _empty_batches_as_dicts(loader) -> None:
+    """Poisson sampling can draw an empty batch (more likely on small sets). Opacus then builds zeros from the first
+    item's shapes and Python types, which fails for our dict items (``torch.zeros(dtype=int)``); give it a batch of the
+    same dict layout with zero rows instead, so that the step runs (D's update is then noise only, as DP-SGD has it)."""
+    collate = getattr(loader, "collate_fn", None)
+    if collate is None or not hasattr(collate, "sample_empty_shapes"):
+        return
+    first = loader.dataset[0]
+    if not isinstance(first, dict):
+        return
+    template = {k: torch.as_tensor(v) for k, v in first.items() if isinstance(v, (torch.Tensor, int, float))}
+    inner = collate.wrapped_collator_fn if hasattr(collate, "wrapped_collator_fn") else None
+
+    def collate_with_empty(batch):
+        if len(batch) > 0:
+            return inner(batch) if inner is not None else batch
+        return {k: torch.zeros((0, *t.shape), dtype=t.dtype) for k, t in template.items()}
+
+    loader.collate_fn = collate_with_empty

@@ -264,3 +264,27 @@ def test_non_dp_training_with_the_same_seed_is_bit_identical(tmp_path):
     for key in a["weights"]:
         torch.testing.assert_close(a["weights"][key], b["weights"][key], rtol=0, atol=0, msg=f"{key} differs")
     assert (tmp_path / "a" / "train_log.csv").read_text() == (tmp_path / "b" / "train_log.csv").read_text()
+
+
+def test_an_empty_poisson_batch_keeps_the_dict_layout():
+    """Poisson sampling may draw no image at all: the step gets a dict batch with zero rows, not Opacus' crash."""
+    from torch.utils.data import DataLoader
+
+    from common.privacy.dp import _empty_batches_as_dicts
+
+    class Items(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return {"image": torch.ones(1, 8, 8), "label": i % 2}
+
+    loader = DataLoader(Items(), batch_size=2)
+    from opacus.data_loader import DPDataLoader
+
+    dp_loader = DPDataLoader.from_data_loader(loader)
+    _empty_batches_as_dicts(dp_loader)
+    empty = dp_loader.collate_fn([])
+    assert empty["image"].shape == (0, 1, 8, 8) and empty["label"].shape == (0,) and empty["label"].dtype == torch.int64
+    full = dp_loader.collate_fn([Items()[0], Items()[1]])
+    assert full["image"].shape == (2, 1, 8, 8)
