@@ -8,6 +8,7 @@ training run killed mid-way; and the scripts of ``ci/`` as modules.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import signal
 import subprocess
@@ -80,6 +81,25 @@ def kill_training_after_checkpoints(args: list[str], checkpoint_dir: Path, n: in
     newest = latest_checkpoint(str(checkpoint_dir), complete_only=True)
     assert newest is not None, f"no complete checkpoint in {checkpoint_dir} before the kill"
     return int(Path(newest).stem.split("=")[-1])
+
+
+def assert_gans_saw_only_training_patients(evaluation_dir: Path) -> int:
+    """Every GAN a protocol trained (each ``training_done.json`` under ``fold<i>/``) records the patients it was fed;
+    they must all be fold i's *training* patients, never a validation or test one. Returns the number of GAN records
+    checked (at least one per fold), so a protocol that stops recording cannot pass by checking nothing."""
+    splits = json.loads((evaluation_dir / "splits.json").read_text())["folds"]
+    checked = 0
+    for fold, split in enumerate(splits):
+        train = {str(p) for p in split["train"]}
+        records = sorted((evaluation_dir / f"fold{fold}").rglob("training_done.json"))
+        assert records, f"fold {fold}: no GAN training record under {evaluation_dir / f'fold{fold}'}"
+        for record in records:
+            seen = set(json.loads(record.read_text())["patients"])
+            assert seen, f"{record}: no patients recorded"
+            outside = sorted(seen - train)
+            assert not outside, f"{record}: the GAN saw {len(outside)} non-training patients, e.g. {outside[:3]}"
+            checked += 1
+    return checked
 
 
 def load_ci_script(name: str) -> ModuleType:

@@ -300,6 +300,8 @@ def fit_gan(
     done = {
         "epochs": trainer.state.epoch, "n_images": len(items), "iterations": trainer.state.iteration,
         "batch_size": min(batch_size, len(items)), "seconds": round(seconds, 1),
+        # who the GAN saw: the protocols' leakage tests compare this with each fold's test patients
+        "patients": sorted({str(it["patient"]) for it in items if "patient" in it}),
     }  # fmt: skip
     result = {
         "generator": sampler, "discriminator": trainer.discriminator, "generator_file": str(gen_file),

@@ -152,5 +152,7 @@ class LAPGANRecipe:
         tmp = gen_file.with_name(f".{gen_file.name}.tmp-{os.getpid()}")
         torch.save(composed.state_dict(), tmp)
         os.replace(tmp, gen_file)
-        (out / DONE_FILE).write_text(json.dumps({"levels": levels, "epochs": epochs, "n_images": len(items)}, indent=1))
+        patients = sorted({str(it["patient"]) for it in items if "patient" in it})  # as fit_gan records them
+        done = {"levels": levels, "epochs": epochs, "n_images": len(items), "patients": patients}
+        (out / DONE_FILE).write_text(json.dumps(done, indent=1))
         return {"generator": composed, "generator_file": str(gen_file), "history": history, "output_dir": str(out)}

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from synthaug_testing import bundle_helpers, kill_training_after_checkpoints
+from synthaug_testing import assert_gans_saw_only_training_patients, bundle_helpers, kill_training_after_checkpoints
 
 from common.data.datalist import read_datalist
 from common.data.io import read_image, write_image
@@ -78,6 +78,7 @@ def test_protocol_report_and_exported_segmenter_for_monai_label(tmp_path, check_
         assert not set(split["train"]) & set(split["test"])
         syn = read_datalist(out / f"fold{fold}" / "synthetic" / "datalist.json")["training"]
         assert {s["source_case"] for s in syn} <= set(split["train"])
+    assert assert_gans_saw_only_training_patients(out) == len(splits)
     assert report["privacy"]["per_fold"] or any("audit skipped" in n for n in report["notes"])
 
     chosen = json.loads((out / "segmenter.json").read_text())

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from monai.bundle import ConfigWorkflow
-from synthaug_testing import bundle_helpers, kill_training_after_checkpoints
+from synthaug_testing import assert_gans_saw_only_training_patients, bundle_helpers, kill_training_after_checkpoints
 
 from common.data.datalist import read_datalist
 from common.data.io import read_image, write_image
@@ -79,10 +79,11 @@ def test_protocol_report_has_arms_with_uncertainty_and_paper_numbers(tmp_path, c
     out = tmp_path / "evaluation"
     assert (out / "report.md").is_file() and (out / "report_arms.png").is_file() and (out / "splits.json").is_file()
     splits = json.loads((out / "splits.json").read_text())["folds"]
-    for fold, split in enumerate(splits):  # the GANs never saw a test patient
-        gan_items = set(split["train"])
-        assert not gan_items & set(split["test"])
+    for fold, split in enumerate(splits):
+        assert not set(split["train"]) & set(split["test"])
         assert (out / f"fold{fold}" / "synthetic" / "datalist.json").is_file()
+    # what each fold's three per-class GANs were fed, as they recorded it: training patients only
+    assert assert_gans_saw_only_training_patients(out) == 3 * len(splits)
 
     # the exported classifier, chosen on validation scores, loads as MONAI Label loads a bundle (infer workflow)
     chosen = json.loads((out / "classifier.json").read_text())

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from synthaug_testing import bundle_helpers, kill_training_after_checkpoints
+from synthaug_testing import assert_gans_saw_only_training_patients, bundle_helpers, kill_training_after_checkpoints
 
 from common.data.datalist import read_datalist
 from common.data.io import read_image, write_image
@@ -53,6 +53,7 @@ def test_protocol_two_stage_arms_and_tasks(tmp_path, check_monai_label):
             for it in read_datalist(tmp_path / "phantom" / "datalist.json")["training"]
             if it["patient"] in split["train"]
         )
+    assert assert_gans_saw_only_training_patients(out) == len(splits)
     assert (out / "report.md").is_file() and "pretrain_synthetic+finetune" in (out / "report.md").read_text()
     # the exported multi-class classifier (chosen on validation scores) loads as MONAI Label loads a bundle
     assert json.loads((out / "classifier.json").read_text())["class_names"] == PHANTOM_CLASSES

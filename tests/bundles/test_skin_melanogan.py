@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from synthaug_testing import bundle_helpers
+from synthaug_testing import assert_gans_saw_only_training_patients, bundle_helpers
 
 from common.data.datalist import read_datalist
 from common.data.io import read_image, write_image
@@ -77,6 +77,7 @@ def test_protocol_report_has_arms_tasks_and_statistics_per_generator(tmp_path, c
         assert len(synthetic) == counts.max() - counts[1] and {it["label"] for it in synthetic} == {1}
         gan_log = (out / f"fold{fold}" / "gan" / "melanoma" / "training_done.json").read_text()
         assert json.loads(gan_log)["n_images"] == counts[1], "the GAN saw the fold's training melanomas only"
+    assert assert_gans_saw_only_training_patients(out) >= len(splits)
     # the oversampling arm trained on a balanced, larger set
     for fold in range(3):
         base = json.loads((out / f"fold{fold}/tasks/multiclass/arms/baseline/result.json").read_text())

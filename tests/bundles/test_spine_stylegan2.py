@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from synthaug_testing import bundle_helpers, kill_training_after_checkpoints
+from synthaug_testing import assert_gans_saw_only_training_patients, bundle_helpers, kill_training_after_checkpoints
 
 from common.data.datalist import read_datalist
 from common.data.io import read_image, write_image
@@ -73,6 +73,7 @@ def test_protocol_report_has_every_arm_auc_ci_and_epsilon(tmp_path, check_monai_
         assert (
             out / f"fold{fold}" / "gan" / "spinegan" / "conditional" / "clinical_classifier" / "done.json"
         ).is_file()
+    assert assert_gans_saw_only_training_patients(out) >= len(splits)
     assert (out / "report.md").is_file()
     # the export: the best arm on validation AUC among those that never saw a real training image
     assert chosen["arm"].startswith("synthetic_only:") and chosen["choice"] == "synthetic_only"
