@@ -1,8 +1,10 @@
 #!/usr/bin/env python
 """The collaborator's round trip for every bundle: package, download with MONAI, run from the download.
 
-For each bundle: ``ci/package_bundle.py`` writes the zip; a fresh virtual environment (``--system-site-packages``
-for the third-party packages; this repository is *not* on its path) runs
+For each bundle: ``ci/package_bundle.py`` writes the zip and its published sha256; the zip is checked against that
+sha256 (MONAI's ``check_hash``) and refused on a mismatch, as the README tells a collaborator to do; a fresh virtual
+environment (which sees the third-party packages of the interpreter running this script, whether that is a system
+interpreter or itself a venv, but not this repository) runs
 ``python -m monai.bundle download --name <name> --version <v> --url file://.../<name>_v<v>.zip --bundle_dir X``;
 then, from ``X/<name>`` (the bundle root, as the model zoo's commands are written), the smoke-sized training,
 inference and evaluation. It checks that the ``common`` package used is the copy inside the download.
@@ -42,13 +44,50 @@ def _run(python: str, args: list[str], cwd: Path, timeout: int) -> subprocess.Co
     return subprocess.run([python, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def roundtrip(name: str, work: Path, python: str, timeout: int = 900) -> dict:
-    """Package, download and run one bundle; returns ``{"name", "ok", "steps": {...}, "seconds"}``."""
+def make_venv(env_dir: Path) -> str:
+    """A fresh venv whose ``sys.path`` holds this interpreter's site-packages folders (through a ``.pth`` file) but
+    not their ``.pth`` files, so an editable install of this repository stays out. ``system_site_packages`` would
+    give the *base* interpreter's packages, which lack MONAI when this script itself runs in a venv. Returns its
+    python."""
+    import site
+
+    venv.EnvBuilder(with_pip=False, clear=True).create(env_dir)
+    python = env_dir / "bin" / "python"
+    target = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    parents = [*site.getsitepackages(), site.getusersitepackages()]
+    (Path(target) / "_synthaug_parent_site.pth").write_text("".join(f"{p}\n" for p in parents if Path(p).is_dir()))
+    return str(python)
+
+
+def _local_path(url: str) -> Path:
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    return Path(url2pathname(urlparse(url).path))
+
+
+def verify_zip(zip_path: Path, published_sha256: str) -> str:
+    """ "ok" when ``zip_path`` has the published sha256, else the reason it must not be installed."""
+    from monai.apps.utils import check_hash
+
+    if check_hash(str(zip_path), published_sha256, hash_type="sha256"):
+        return "ok"
+    return f"FAIL: sha256 of {zip_path.name} differs from the published {published_sha256}: refusing to install it"
+
+
+def roundtrip(name: str, work: Path, python: str, timeout: int = 900, entry: dict | None = None) -> dict:
+    """Package (unless ``entry``, an already packaged bundle's index entry, is given), verify, download and run one
+    bundle; returns ``{"name", "ok", "steps": {...}, "seconds"}``."""
     start = time.perf_counter()
-    entry = package(REPO / "bundles" / name, work / "dist")
+    entry = entry or package(REPO / "bundles" / name, work / "dist")
     dl = work / "downloads"
+    steps: dict[str, str] = {"sha256": verify_zip(_local_path(entry["url"]), entry["sha256"])}
+    if steps["sha256"] != "ok":
+        return {"name": name, "version": entry["version"], "ok": False, "steps": steps, "seconds": 0.0}
     dl.mkdir(exist_ok=True)
-    steps: dict[str, str] = {}
 
     def step(label: str, args: list[str], cwd: Path) -> bool:
         res = _run(python, args, cwd, timeout)
@@ -100,9 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     python = sys.executable
     if not args.no_venv:
-        env_dir = work / "venv"
-        venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
-        python = str(env_dir / "bin" / "python")
+        python = make_venv(work / "venv")
     results = [roundtrip(n, work, python) for n in names]
     for r in results:
         print(f"{'PASS' if r['ok'] else 'FAIL'} {r['name']} {r['version']} ({r['seconds']:.0f} s)")

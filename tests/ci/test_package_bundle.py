@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
-import venv
 import zipfile
 from pathlib import Path
 
@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "ci"))
 
 from package_bundle import bundle_entries, package  # noqa: E402
-from roundtrip_bundles import roundtrip  # noqa: E402
+from roundtrip_bundles import make_venv, roundtrip  # noqa: E402
 
 
 def test_zip_is_reproducible_and_self_contained(tmp_path):
@@ -51,12 +51,32 @@ def test_large_files_must_be_listed(tmp_path):
     assert "toy/large_files.yml" in names and "toy/models/model.pt" not in names
 
 
+def test_a_tampered_zip_is_refused_before_anything_is_installed(tmp_path):
+    entry = package(REPO / "bundles" / "brain_pix2pix", tmp_path / "dist")
+    zip_path = tmp_path / "dist" / f"brain_pix2pix_v{entry['version']}.zip"
+    data = bytearray(zip_path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte, as a corrupted or altered download
+    zip_path.write_bytes(bytes(data))
+    result = roundtrip("brain_pix2pix", tmp_path, sys.executable, entry=entry)
+    assert not result["ok"] and result["steps"]["sha256"].startswith("FAIL: sha256")
+    assert list(result["steps"]) == ["sha256"] and not (tmp_path / "downloads").exists()
+
+
+def test_the_venv_sees_these_packages_but_not_this_repository(tmp_path):
+    python = make_venv(tmp_path / "venv")
+    probe = subprocess.run(
+        [python, "-c", "import monai, importlib.util as u; print(u.find_spec('common') is None)"],
+        cwd=tmp_path, capture_output=True, text=True,
+    )  # fmt: skip
+    assert probe.returncode == 0 and probe.stdout.strip() == "True", probe.stderr[-2000:]
+
+
 @pytest.mark.slow
 def test_collaborator_round_trip(tmp_path):
-    """A fresh venv (system site packages, not this repository) downloads the zip with MONAI and runs it."""
-    env_dir = tmp_path / "venv"
-    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
-    result = roundtrip("brain_pix2pix", tmp_path, str(env_dir / "bin" / "python"))
+    """A fresh venv (this interpreter's packages, whether it is a system one or a venv; not this repository)
+    checks the published sha256, downloads the zip with MONAI and runs it."""
+    result = roundtrip("brain_pix2pix", tmp_path, make_venv(tmp_path / "venv"))
     assert result["ok"], result["steps"]
+    assert result["steps"]["sha256"] == "ok"
     assert result["steps"]["common_is_the_bundled_copy"] == "ok"
     assert (tmp_path / "downloads" / "brain_pix2pix" / "common" / "data" / "brain.py").is_file()
