@@ -1003,7 +1003,7 @@ def expected_output_ok(spec: dict, shape: tuple[int, ...], env: dict[str, int]) 
         return True  # e.g. a discriminator score of shape (B,)
     if len(shape) != 2 + len(spatial) or shape[0] != BATCH or shape[1] != channels:
         return False
-    for want, got in zip(spatial, shape[2:]):
+    for want, got in zip(spatial, shape[2:], strict=True):
         if isinstance(want, int):
             if want != got:
                 return False
@@ -1113,7 +1113,8 @@ def check_network(b: Bundle, r: Report, meta: dict | None) -> None:
     args = [dummy_input(spec, env, generator) for spec in inputs.values()]
     args = [a.to(device) if isinstance(a, torch.Tensor) else a for a in args]
     described = ", ".join(
-        f"{k}{tuple(a.shape) if isinstance(a, torch.Tensor) else '=' + repr(a)}" for k, a in zip(inputs, args)
+        f"{k}{tuple(a.shape) if isinstance(a, torch.Tensor) else '=' + repr(a)}"
+        for k, a in zip(inputs, args, strict=True)
     )
     net.eval()
     with torch.no_grad():

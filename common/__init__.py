@@ -1,8 +1,9 @@
 """synthaug common: the shared pieces that the bundles' configs name with ``"_target_": "common...."``.
 
-Sub-packages follow the one-way data flow of the project (see README):
-``data`` (files -> datalist -> transforms) -> ``engines`` (GAN / classifier training) -> ``networks``/``losses``
--> ``protocol`` (k folds x arms -> report), with ``metrics`` and ``privacy`` used by the protocol and the audit.
+Sub-packages are layered one way (see README, "Layers"; ``tests/test_import_layers.py`` checks every import):
+``errors``/``fs``/``viz``/``tracking`` -> ``data`` -> ``networks``/``losses``/``metrics`` -> ``engines`` ->
+``privacy``/``audit`` -> ``protocol`` -> ``bundle``/``overrides``/``run_lock``; a module imports its own layer and
+those below, never one above.
 """
 
 from common import tracking  # light (no mlflow import): lets ``--tracking common/tracking/mlflow.json`` name it

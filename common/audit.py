@@ -197,7 +197,7 @@ def run_audit(
         f_t, f_r, f_s = space.extract(train), space.extract(real), space.extract(syn)
         # Quality metrics: z-score with T's statistics (the reference), so that every feature weighs alike in the
         # distances and kernels (see standardize) and S and R, both outside T, are treated the same way.
-        z = [standardize(t, r, s) for t, r, s in zip(f_t, f_r, f_s)]
+        z = [standardize(t, r, s) for t, r, s in zip(f_t, f_r, f_s, strict=True)]
         feats[space.name] = {"train": [a[0] for a in z], "real": [a[1] for a in z], "synthetic": [a[2] for a in z]}
 
     ms_cfg = ms_ssim_config(train.shape[2:])
@@ -248,7 +248,7 @@ def run_audit(
     for space in spaces:
         f = feats[space.name]
         distances[space.name] = []
-        for t, r, s in zip(f["train"], f["real"], f["synthetic"]):
+        for t, r, s in zip(f["train"], f["real"], f["synthetic"], strict=True):
             # Privacy: z-score with the statistics of all three sets pooled. With T's statistics alone, training
             # images would sit closer to the centre than held-out ones (in-sample fit, ~F/N in squared norm), which
             # in many dimensions alone makes members look closer to everything: a false membership signal.
@@ -403,7 +403,7 @@ def _write_figures(
     if feats:
         fig, axes = plt.subplots(1, len(feats), figsize=(5 * len(feats), 4.5), squeeze=False)
         rng = np.random.default_rng(seed)
-        for ax, (name, f) in zip(axes[0], feats.items()):
+        for ax, (name, f) in zip(axes[0], feats.items(), strict=True):
             t, r, s = f["train"][0], f["real"][0], f["synthetic"][0]
             pt, pr, ps = _pca_2d(np.concatenate([t, r]), t, r, s)
             for pts, label, color in (
@@ -424,7 +424,7 @@ def _write_figures(
         written.append("feature_pca.png")
 
     fig, axes = plt.subplots(1, len(distances), figsize=(4.5 * len(distances), 3.6), squeeze=False)
-    for ax, (name, dist) in zip(axes[0], distances.items()):
+    for ax, (name, dist) in zip(axes[0], distances.items(), strict=True):
         d = dist[0]
         hi = float(max(d["synthetic"].max(), d["heldout"].max()))
         bins = np.linspace(0.0, hi * 1.02 if hi > 0 else 1.0, 40)
@@ -492,7 +492,7 @@ def _resize(x: np.ndarray, spatial: Sequence[int]) -> np.ndarray:
     if tuple(x.shape[1:]) == tuple(spatial):
         return x
     t = torch.from_numpy(np.ascontiguousarray(x))[None]
-    shrink = all(s <= c for s, c in zip(spatial, x.shape[1:]))
+    shrink = all(s <= c for s, c in zip(spatial, x.shape[1:], strict=True))
     # Area averaging when shrinking (no aliasing); linear interpolation when any axis grows.
     mode = "area" if shrink else ("bilinear" if len(spatial) == 2 else "trilinear")
     kwargs = {} if mode == "area" else {"align_corners": False}
@@ -643,7 +643,7 @@ def audit_datalists(
     from common.data.io import read_image
 
     sets = [_subsample_items(_as_items(x), max_images, seed) for x in (train, real, synthetic)]
-    for name, items in zip(("train", "real", "synthetic"), sets):
+    for name, items in zip(("train", "real", "synthetic"), sets, strict=True):
         if not items:
             raise DataError(f"audit: the {name} set is empty")
 

@@ -13,7 +13,10 @@ see ``common.errors``) for
   number >= 1 (or ``null``), also through ``@`` references and ``"$64 if ... else 32"`` expressions, and whose name
   says it is a size or a count (``max_epochs``, ``batch_size``, ``gan_steps``, ``n_synthetic_per_class``,
   ``classifier_epochs``, ``image_size``, ...; not ``finetune_epochs`` or ``mbstd_group_size``, where 0 means
-  something); a non-number for any other key whose config value is a number (``g_lr``, ``seed``, ``a_max``, ...).
+  something); a non-number for any other key whose config value is a number (``g_lr``, ``seed``, ``a_max``, ...);
+- a value other than ``false``/``False``/``0``/``true``/``True``/``1`` for a true/false key (one whose config value is
+  a bool). Fire hands ``--use_anatomy false`` in as the *string* ``"false"``, which Python reads as true; so the
+  accepted spellings are turned into real bools in the running workflow's ``ConfigParser`` here, before any work.
 
 Values that are themselves expressions or references (``$...``, ``@...``, ``%...``) are left to MONAI.
 
@@ -38,7 +41,7 @@ from typing import Any
 
 from common.errors import DataError
 
-__all__ = ["check_overrides", "cli_overrides", "parse_cli_args"]
+__all__ = ["BOOL_SPELLINGS", "as_bool", "check_overrides", "cli_overrides", "parse_cli_args"]
 
 # monai.bundle's own arguments: not config keys
 MONAI_ARGS = frozenset(
@@ -64,6 +67,9 @@ _SIZE_NAME = re.compile(
 )
 # sizes for which 0 means something: fine-tune for classifier_epochs; no minibatch-std layer
 _ZERO_OK = frozenset({"finetune_epochs", "mbstd_group_size"})
+# the spellings a true/false key accepts on the command line (Fire has already made False/True/0/1 Python values)
+BOOL_SPELLINGS = ("false", "False", "0", "true", "True", "1")
+_TRUE = frozenset({"true", "True", "1"})
 
 
 class _Run:
@@ -215,7 +221,7 @@ class _Kinds:
 
     def of_value(self, value: Any, seen: frozenset = frozenset()) -> set[str]:
         if isinstance(value, bool):
-            return {"other"}
+            return {"bool"}
         if isinstance(value, int):
             return {"posint" if value > 0 else "number"}
         if isinstance(value, float):
@@ -257,9 +263,11 @@ class _Kinds:
         return kinds(tree)
 
     def kind(self, key: str) -> str | None:
-        """``"posint"``, ``"number"`` or ``None`` (not checked) for id ``key``."""
+        """``"posint"``, ``"number"``, ``"bool"`` or ``None`` (not checked) for id ``key``."""
         kinds = self.of_id(key) - {"none"}
-        if not kinds or "other" in kinds:
+        if kinds == {"bool"}:
+            return "bool"
+        if not kinds or kinds & {"other", "bool"}:
             return None
         name = key.rsplit("#", 1)[-1]
         return "posint" if kinds == {"posint"} and _SIZE_NAME.search(name) and name not in _ZERO_OK else "number"
@@ -309,8 +317,24 @@ def _show(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
+def as_bool(value: Any) -> bool | None:
+    """``value`` as a bool if it is one of the accepted spellings (``BOOL_SPELLINGS``, or a bool, or the int 0/1 that
+    Fire makes of ``0``/``1``), else ``None``."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value in BOOL_SPELLINGS:
+        return value in _TRUE
+    return None
+
+
 def _value_error(key: str, value: Any, kind: str | None) -> str | None:
     if kind is None or (isinstance(value, str) and value[:1] in ("$", "@", "%")):
+        return None
+    if kind == "bool":
+        if as_bool(value) is None:
+            return f"--{key} {_show(value)}: {key} is true or false: pass one of {', '.join(BOOL_SPELLINGS)}"
         return None
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if kind == "posint" and not (is_number and isinstance(value, int) and value >= 1):
@@ -339,24 +363,64 @@ def _tracking_keys(tracking: Any) -> set[str]:
         return {"save_execute_config", "output_dir"}
 
 
-def check_overrides(overrides: Mapping[str, Any] | None = None, config_files: Any = None, tracking: Any = None) -> None:
+def _running_parser() -> Any:
+    """The ``ConfigParser`` of the ``monai.bundle`` workflow being initialised (``ConfigWorkflow.initialize`` or
+    ``create_workflow`` on the call stack), or ``None``."""
+    from monai.bundle import ConfigParser, ConfigWorkflow
+
+    frame = sys._getframe(1)
+    while frame is not None:
+        for name in ("self", "workflow_"):
+            workflow = frame.f_locals.get(name)
+            # never getattr on a ConfigParser (its __getattr__ evaluates config ids): look in the workflow's __dict__
+            parser = vars(workflow).get("parser") if isinstance(workflow, ConfigWorkflow) else None
+            if isinstance(parser, ConfigParser):
+                return parser
+        frame = frame.f_back
+    return None
+
+
+def _set_bools(parser: Any, values: Mapping[str, bool]) -> None:
+    """Put the converted true/false overrides into ``parser`` and parse it again, so that every later reference
+    (``@use_anatomy``) sees the bool and not Fire's string."""
+    changed = False
+    for key, value in values.items():
+        try:
+            if parser[key] is value:
+                continue
+        except (KeyError, IndexError, TypeError, ValueError):
+            continue  # not in this parser (a key of a --tracking setting): nothing to convert
+        parser[key] = value
+        changed = True
+    if changed:
+        parser.parse(reset=True)
+
+
+def check_overrides(
+    overrides: Mapping[str, Any] | None = None, config_files: Any = None, tracking: Any = None, parser: Any = None
+) -> dict[str, Any]:
     """Raise one ``DataError`` line for every command-line override that names no key of the run's config files
-    (with the nearest known key) or gives a known size/number key a value of the wrong type; nothing outside a
-    ``monai.bundle`` run. ``overrides``/``config_files``/``tracking`` default to those of the run in progress."""
+    (with the nearest known key) or gives a known size/number/true-false key a value of the wrong type; nothing
+    outside a ``monai.bundle`` run. ``overrides``/``config_files``/``tracking`` default to those of the run in
+    progress, ``parser`` to its ``ConfigParser``: the accepted spellings of a true/false key (``BOOL_SPELLINGS``)
+    become real bools there. Returns the overrides, with those bools."""
     if overrides is None:
         found = cli_overrides()
         if found is None:
-            return
+            return {}
         overrides, cli_files, cli_tracking = found
         config_files = cli_files if config_files is None else config_files
         tracking = cli_tracking if tracking is None else tracking
+        parser = _running_parser() if parser is None else parser
     if not overrides or config_files is None:
-        return
+        return dict(overrides or {})
     files = _load_files(config_files)
     ids = {i.replace("::", "#") for content in files for i in _all_ids(content)}
     extra = _tracking_keys(tracking)
     kinds = _Kinds(files)
     errors = []
+    bools: dict[str, bool] = {}  # config id -> the bool its override means
+    converted = dict(overrides)
     for raw_key, value in overrides.items():
         key = str(raw_key).replace("::", "#")
         if key not in ids and key not in extra and not key.startswith("_meta_"):
@@ -369,12 +433,18 @@ def check_overrides(overrides: Mapping[str, Any] | None = None, config_files: An
             hint = f"; did you mean --{close[0]}?" if close else ""
             errors.append(f"unknown key --{raw_key}: no config file of this run defines it{hint}")
             continue
-        problem = _value_error(str(raw_key), value, kinds.kind(key))
+        kind = kinds.kind(key)
+        problem = _value_error(str(raw_key), value, kind)
         if problem:
             errors.append(problem)
+        elif kind == "bool" and as_bool(value) is not None:
+            bools[key] = converted[raw_key] = as_bool(value)
     if errors:
         names = ", ".join(Path(str(f)).name for f in _as_list(config_files))
         raise DataError("; ".join(errors) + f" (config files: {names})")
+    if parser is not None and bools:
+        _set_bools(parser, bools)
+    return converted
 
 
 def _as_list(config_files: Any) -> list:

@@ -49,3 +49,19 @@ def check_monai_label():
     from synthaug_testing import load_ci_script
 
     return load_ci_script("check_monai_label").check_bundle
+
+
+def _bundle_files() -> set[str]:
+    root = REPO_ROOT / "bundles"
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def runs_write_only_under_their_output_dir():
+    """Every test runs bundles with an output_dir of its own (tmp_path): a file that appears under bundles/ during
+    the session was written by a run outside its output_dir (the phantom once was), and fails the session."""
+    before = _bundle_files()
+    yield
+    new = sorted(_bundle_files() - before)
+    if new:
+        pytest.fail(f"{len(new)} file(s) written into bundles/ by the tests, e.g. {new[:5]}", pytrace=False)

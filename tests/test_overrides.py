@@ -219,3 +219,61 @@ def test_overrides_from_argv_of_a_monai_bundle_command(tmp_path):
     assert _from_argv([main, "download", "--name", "x"]) is None
     with pytest.raises(DataError, match="did you mean --batch_size"):
         check_overrides(run.overrides | {"batch_sz": 1}, run.config_files)
+
+
+# --- true/false keys -----------------------------------------------------------------------------------------------
+
+BRAIN = REPO / "bundles" / "brain_pix2pix" / "configs"
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [("false", False), ("False", False), (False, False), (0, False), ("0", False),
+     ("true", True), ("True", True), (True, True), (1, True), ("1", True)],
+)  # fmt: skip
+def test_bool_key_accepts_the_six_spellings_as_bools(value, expected):
+    """Fire hands ``--use_anatomy false`` in as the string 'false' (truthy): the check turns it into False."""
+    out = check_overrides({"use_anatomy": value}, _files(BRAIN, "train"))
+    assert out["use_anatomy"] is expected
+
+
+@pytest.mark.parametrize("value", ["no", "FALSE", "yes", 2, -1, 0.0, "abc", [1]])
+def test_bool_key_refuses_other_values_in_one_line(value):
+    with pytest.raises(DataError) as info:
+        check_overrides({"use_anatomy": value}, _files(BRAIN, "train"))
+    line = str(info.value)
+    assert f"--use_anatomy {value!r}" in line and "use_anatomy is true or false" in line
+    assert "pass one of false, False, 0, true, True, 1" in line and "\n" not in line
+
+
+def test_bool_conversion_reaches_the_parser():
+    """Through a real ``monai.bundle.ConfigParser``: every later ``@flag`` reference resolves to the bool."""
+    from monai.bundle import ConfigParser
+
+    config = {"flag": True, "nested": {"on": False}, "uses": "$'on' if @flag else 'off'", "copy": "@nested#on"}
+    parser = ConfigParser(json.loads(json.dumps(config)))  # the parser keeps (and updates) the dict it is given
+    parser.update({"flag": "false", "nested#on": "1"})  # what monai.bundle run --flag false --nested#on 1 does
+    parser.parse()
+    assert parser.get_parsed_content("uses") == "on", "the string 'false' is true: the bug"
+    check_overrides({"flag": "false", "nested#on": "1"}, [config], parser=parser)
+    assert parser["flag"] is False and parser["nested#on"] is True
+    assert parser.get_parsed_content("uses") == "off" and parser.get_parsed_content("copy") is True
+
+
+def test_bool_override_through_the_monai_cli(tmp_path):
+    """``python -m monai.bundle run --flag false``: converted in the running workflow's parser at ``initialize``;
+    a wrong spelling stops the run in one line before ``run``."""
+    config = {
+        "flag": True,
+        "initialize": ["$common.bundle.check_overrides()"],
+        "run": ["$print('FLAG', repr(@flag), 'on' if @flag else 'off', flush=True)"],
+        "imports": ["$import common", "$import common.bundle"],
+    }
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps(config))
+    for text, shown in (("false", "FLAG False off"), ("0", "FLAG False off"), ("True", "FLAG True on")):
+        res = _cli("--config_file", str(cfg), "--flag", text)
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert shown in res.stdout, res.stdout[-2000:]
+    line = _refused(_cli("--config_file", str(cfg), "--flag", "nope"))
+    assert "--flag 'nope': flag is true or false: pass one of false, False, 0, true, True, 1" in line

@@ -232,6 +232,13 @@ class AdaptiveAugmentHandler:
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self)
 
+    def state_dict(self) -> dict:
+        """The r_t sum and count since p last moved (an interval can span a checkpoint; p itself is the pipe's)."""
+        return {"sum": self._sum, "n": self._n}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._sum, self._n = float(state["sum"]), int(state["n"])
+
     def __call__(self, engine: Engine) -> None:
         out = engine.state.output or {}
         if self.key in out:

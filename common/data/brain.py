@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.data._fs import atomic_write_text
 from common.data.datalist import read_datalist, write_datalist
 from common.data.io import read_image, write_image
 from common.data.phantoms.brain import BRAIN_PATH_KEYS, BrainTumourPhantom
 from common.errors import DataError
+from common.fs import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -228,19 +228,47 @@ def _resize(array: np.ndarray, shape: Sequence[int], mode: str) -> np.ndarray:
     return out[0].numpy()
 
 
+#: How far a label map's value may lie from an integer and still be read as that class (float-stored maps).
+LABEL_TOLERANCE = 1e-3
+
+
+def _read_volume(path: str, case_id: str) -> np.ndarray:
+    array = read_image(path)
+    if array.ndim != 4:  # (C, H, W, D); a 2-D file reads as (C, H, W)
+        raise DataError(
+            f"case '{case_id}': '{path}' is {array.ndim - 1}-D with shape {tuple(array.shape[1:])}: expected a 3-D "
+            "volume (H, W, D) like the other sequences"
+        )
+    return array
+
+
+def _class_map(array: np.ndarray, path: str, key: str, case_id: str) -> np.ndarray:
+    """A label/mask/anatomy map as int16; float-stored maps are accepted when every value is an integer (within
+    ``LABEL_TOLERANCE``), refused otherwise: rounding 1.5 would silently make it another class."""
+    rounded = np.rint(array)
+    off = np.abs(array - rounded) > LABEL_TOLERANCE
+    if off.any():
+        where = tuple(int(i) for i in np.argwhere(off)[0][1:])
+        raise DataError(
+            f"case '{case_id}': {key} map '{path}' holds non-integer values ({int(off.sum())} voxels, e.g. "
+            f"{float(array[off][0]):g} at {where}): it must hold class indices, and is refused rather than rounded"
+        )
+    return rounded.astype(np.int16)
+
+
 def _load_case(item: dict, sequences: Sequence[str]) -> dict[str, np.ndarray]:
     files = item["image"] if isinstance(item["image"], list) else [item["image"]]
-    channels = [read_image(f) for f in files]
+    channels = [_read_volume(f, item["case_id"]) for f in files]
+    for f, ch in zip(files, channels, strict=True):  # before concatenating: numpy's error would name no file
+        if ch.shape[1:] != channels[0].shape[1:]:
+            raise DataError(
+                f"case '{item['case_id']}': '{f}' has shape {ch.shape[1:]}, '{files[0]}' {channels[0].shape[1:]}"
+            )
     image = np.concatenate(channels, 0)
-    if image.ndim != 4:
-        raise DataError(f"case '{item['case_id']}': expected 3-D volumes, got shape {image.shape[1:]} from {files[0]}")
     if image.shape[0] != len(sequences):
         raise DataError(
             f"case '{item['case_id']}': {image.shape[0]} image channel(s) for sequences {list(sequences)} ({files})"
         )
-    for f, ch in zip(files, channels):
-        if ch.shape[1:] != image.shape[1:]:
-            raise DataError(f"case '{item['case_id']}': '{f}' has shape {ch.shape[1:]}, others {image.shape[1:]}")
     out = {"image": image}
     for key in ("label", "brain", "anatomy"):
         if not item.get(key):
@@ -251,7 +279,7 @@ def _load_case(item: dict, sequences: Sequence[str]) -> dict[str, np.ndarray]:
                 f"case '{item['case_id']}': {key} map '{item[key]}' has shape {array.shape[1:]} but the image has "
                 f"{image.shape[1:]} (mismatched image/label shapes)"
             )
-        out[key] = np.rint(array[:1]).astype(np.int16)
+        out[key] = _class_map(array[:1], item[key], key, item["case_id"])
     values = set(np.unique(out["label"]).tolist())
     mapping = {"decathlon": DECATHLON_TO_BRATS, "brats2013": BRATS2013_TO_BRATS}.get(item.get("label_map", ""), None)
     allowed = set(mapping) if mapping else {0, 1, 2, 4}
@@ -278,7 +306,7 @@ def _prepare_one(item: dict, sequences, image_size: int, n_slices: int, margin: 
     case = _load_case(item, sequences)
     brain = case["brain"][0] > 0
     lo = [max(int(np.min(ix)) - margin, 0) for ix in np.nonzero(brain)]
-    hi = [min(int(np.max(ix)) + margin + 1, n) for ix, n in zip(np.nonzero(brain), brain.shape)]
+    hi = [min(int(np.max(ix)) + margin + 1, n) for ix, n in zip(np.nonzero(brain), brain.shape, strict=True)]
     # a square in-plane box, so that resampling keeps the brain's aspect ratio
     side = max(hi[0] - lo[0], hi[1] - lo[1])
     box = []

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from common.data.datalist import read_datalist
-from common.data.io import has_image_suffix, read_image
+from common.data.io import CHANNEL_LAYOUTS, MIN_SIDE, check_image, has_image_suffix, read_image
 from common.errors import DataError
 
 __all__ = ["LAYOUTS", "load_classification_dataset", "validate_images"]
@@ -168,6 +168,7 @@ def load_classification_dataset(
     min_per_class: int = 1,
     lidc_roi_size: int = 64,
     image_shape: Sequence[int] | None = None,
+    channels: str | None = None,
 ) -> dict[str, Any]:
     """Find and read a labelled classification data set; see the module docstring for the layouts.
 
@@ -184,6 +185,10 @@ def load_classification_dataset(
         lidc_roi_size: side of the 2-D ROIs made from LIDC VOIs.
         image_shape: when given, every image is read once (:func:`validate_images`): a corrupt file, a NaN or a
             spatial shape other than this stops here with the file's name, before any training starts.
+        channels: ``"gray"`` or ``"rgb"``, the data set's channel layout; when given, every image is read once
+            (:func:`validate_images`): besides the checks above, a colour image in a grey set (or one whose channels
+            cannot be made RGB in an RGB set) and, when ``image_shape`` is not given (the load chain resizes), an
+            image smaller than ``MIN_SIDE`` px on a side stop here with the file's name.
 
     Returns:
         ``{"items": [{image_key: absolute path, "label": int, "patient": str, ...}], "class_names": [...],
@@ -238,8 +243,10 @@ def load_classification_dataset(
     if class_names is not None and list(names) != [str(c) for c in class_names]:
         raise DataError(f"dataset_dir '{path}': its classes {list(names)} differ from class_names {list(class_names)}")
     _check_counts(items, names, min_per_class, f"dataset_dir '{path}'")
-    if image_shape is not None:
-        validate_images(items, expected_shape=image_shape, key=image_key)
+    if channels is not None and channels not in CHANNEL_LAYOUTS:
+        raise DataError(f"channels must be one of {CHANNEL_LAYOUTS}, got {channels!r} (key 'channels')")
+    if image_shape is not None or channels is not None:
+        validate_images(items, expected_shape=image_shape, key=image_key, channels=channels)
     return {
         "items": items,
         "class_names": list(names),
@@ -253,14 +260,22 @@ def validate_images(
     expected_shape: Sequence[int] | None = None,
     key: str = "image",
     max_check: int | None = None,
+    *,
+    channels: str | None = None,
+    min_side: int | None = MIN_SIDE,
+    spatial_dims: int | None = None,
 ) -> int:
     """Read every image (or the first ``max_check``) with :func:`read_image`; return how many were checked.
 
-    ``expected_shape`` is the spatial shape (without channels), e.g. ``(64, 64)``.
+    ``expected_shape`` is the spatial shape (without channels), e.g. ``(64, 64)``. Without it the load chain resizes
+    the images, so each must be at least ``min_side`` px on a side in-plane (``None``: no minimum). ``channels``
+    (``"gray"`` / ``"rgb"``) is the data set's channel layout, checked with :func:`common.data.io.check_image`, the
+    same policy as the load chains'. ``spatial_dims``: the number of spatial axes every image must have (2 for 2-D).
 
     Raises:
-        DataError: naming the file, for a missing/corrupt file, NaN/Inf values, or a spatial shape other than
-            ``expected_shape`` (found vs expected).
+        DataError: naming the file, for a missing/corrupt file, NaN/Inf values, a spatial shape other than
+            ``expected_shape`` (found vs expected), too few spatial axes, too small a size, or channels that do not
+            fit ``channels``.
     """
     checked = 0
     for item in items:
@@ -269,9 +284,15 @@ def validate_images(
         if key not in item:
             raise DataError(f"item {checked} has no '{key}' key (keys: {sorted(item)})")
         array = read_image(item[key])
+        if spatial_dims is not None and array.ndim - 1 != spatial_dims:
+            raise DataError(
+                f"image '{item[key]}' has shape {tuple(array.shape)} ({array.ndim - 1} spatial axes): expected a "
+                f"{spatial_dims}-D image"
+            )
         if expected_shape is not None and tuple(array.shape[1:]) != tuple(int(s) for s in expected_shape):
             raise DataError(
                 f"image '{item[key]}' has spatial shape {tuple(array.shape[1:])}, expected {tuple(expected_shape)}"
             )
+        check_image(array, item[key], channels=channels, min_side=min_side if expected_shape is None else None)
         checked += 1
     return checked

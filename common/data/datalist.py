@@ -18,9 +18,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from common.data._fs import atomic_write_text
 from common.data.io import has_image_suffix
 from common.errors import DataError
+from common.fs import atomic_write_text
 
 __all__ = ["DEFAULT_PATH_KEYS", "SECTIONS", "read_datalist", "write_datalist"]
 

@@ -31,10 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from common.data._fs import staging_dir, swap_in
 from common.data.datalist import read_datalist, write_datalist
 from common.data.io import read_image, write_image
 from common.errors import DataError
+from common.fs import staging_dir, swap_in
 
 __all__ = ["LIDC_MAPPINGS", "LidcMapping", "nodule_signs", "prepare_lidc_rois", "register_lidc_mapping"]
 

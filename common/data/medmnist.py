@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from common.data._fs import atomic_write_text, staging_dir, swap_in
 from common.data.datalist import write_datalist
 from common.data.io import write_image
 from common.errors import DataError
+from common.fs import atomic_write_text, staging_dir, swap_in
 
 __all__ = ["MEDMNIST_CLASS_NAMES", "find_npz", "prepare_medmnist_npz"]
 
@@ -96,7 +96,7 @@ def prepare_medmnist_npz(
                 raise DataError(f"MedMNIST file '{npz_path}': {ik} {images.shape} and {lk} {labels.shape} do not match")
             if labels.shape[1] != 1:
                 raise DataError(f"MedMNIST file '{npz_path}': {lk} is multi-label {labels.shape}; need one label")
-            for i, (image, label) in enumerate(zip(images, labels[:, 0])):
+            for i, (image, label) in enumerate(zip(images, labels[:, 0], strict=True)):
                 pixels = image[None] if image.ndim == 2 else np.moveaxis(image, -1, 0)
                 rel = f"images/{split}_{i:05d}.png"
                 # (C, rows, cols) -> (C, cols, rows): MONAI's PNG axis order, so the file is upright

@@ -3,7 +3,10 @@ square, resized to ``image_size``, window [a_min, a_max] -> [-1, 1], plain float
 
 Real radiographs come in every shape (the Roboflow spine set is 416 px high and 110-416 px wide, RGB with equal
 channels; PneumoniaMNIST is 28 x 28); the GAN needs one square size. Padding (with the image's minimum, i.e. air)
-before resizing keeps the anatomy's aspect ratio.
+before resizing keeps the anatomy's aspect ratio. 16-bit PNGs are read on the 8-bit scale (divided by 257), so the
+default window 0..255 fits both. A colour image (R, G, B differ) or one smaller than ``MIN_SIDE`` px on a side is a
+``DataError`` naming it (:func:`common.data.io.check_image`); ``load_classification_dataset(..., channels="gray")``
+refuses it when the data set is loaded, before any training.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from monai.transforms import Compose, EnsureTyped, LoadImaged, MapTransform, ScaleIntensityRanged
+from monai.transforms import Compose, EnsureTyped, MapTransform, ScaleIntensityRanged
 
-from common.data.io import has_image_suffix
+from common.data.io import MIN_SIDE, has_image_suffix, image_loader
+from common.data.transforms import CheckImaged
 from common.errors import DataError
 
 __all__ = ["SquareGray", "radiograph_transforms", "unlabelled_image_csv"]
@@ -53,11 +57,13 @@ class SquareGray(MapTransform):
 
 
 def radiograph_transforms(image_size: int, a_min: float = 0.0, a_max: float = 255.0, keys=("image",)) -> Compose:
-    """``LoadImaged`` -> ``SquareGray(image_size)`` -> window [a_min, a_max] to [-1, 1] (clipped) -> float32 tensor."""
+    """Load -> grey, at least ``MIN_SIDE`` px (``CheckImaged``) -> ``SquareGray(image_size)`` -> window [a_min, a_max]
+    to [-1, 1] (clipped) -> float32 tensor."""
     keys = list(keys)
     return Compose(
         [
-            LoadImaged(keys=keys, ensure_channel_first=True, image_only=True),
+            image_loader(keys),
+            CheckImaged(keys, channels="gray", min_side=MIN_SIDE),
             EnsureTyped(keys=keys, dtype=torch.float32, track_meta=False),
             SquareGray(keys=keys, size=image_size),
             ScaleIntensityRanged(keys=keys, a_min=a_min, a_max=a_max, b_min=-1.0, b_max=1.0, clip=True),

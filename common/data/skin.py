@@ -11,8 +11,9 @@
 3. everything ``common.data.load_classification_dataset`` reads (the phantom, a datalist, a ``path,label`` CSV,
    one sub-folder per class).
 
-Every image is read once at loading (corrupt file, NaN, or a channel count other than 1, 3 or 4 stops there with
-the file's name).
+Every image is read once at loading (``validate_images(channels="rgb")``): a corrupt file, a NaN, a channel count
+other than 1 (grey, repeated to RGB), 3 or 4 (RGBA, alpha dropped), or a side under ``MIN_SIDE`` px stops there with
+the file's name.
 
 ``rgb_classification_transforms`` is the load chain for training and evaluation: load, 3 channels, resize to the
 working resolution (area), 0..255 -> [-1, 1], plain float tensor.
@@ -22,17 +23,17 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.transforms import Compose, EnsureTyped, LoadImaged, MapTransform, Resized, ScaleIntensityRanged
+from monai.transforms import Compose, EnsureTyped, Resized, ScaleIntensityRanged
 
-from common.data.classification import load_classification_dataset
-from common.data.io import read_image
+from common.data.classification import load_classification_dataset, validate_images
+from common.data.io import MIN_SIDE, image_loader
+from common.data.transforms import CheckImaged
 from common.errors import DataError
 
 __all__ = ["ISIC_CLASSES", "ToRGBd", "load_skin_dataset", "read_isic_ground_truth", "rgb_classification_transforms"]
@@ -110,15 +111,6 @@ def read_isic_ground_truth(csv_path: str | os.PathLike, image_dir: str | os.Path
     return {"items": items, "class_names": list(ISIC_CLASSES), "source": "isic_csv", "datalist": None}
 
 
-def _check_rgb(items: Sequence[Mapping[str, Any]], key: str = "image") -> None:
-    for item in items:
-        array = read_image(item[key])  # DataError for a missing, corrupt or NaN image
-        if array.ndim != 3 or array.shape[0] not in (1, 3, 4):
-            raise DataError(
-                f"image '{item[key]}' has shape {tuple(array.shape)}: expected a 2-D RGB, RGBA or gray image"
-            )
-
-
 def load_skin_dataset(
     dataset_dir: str | os.PathLike,
     *,
@@ -161,7 +153,7 @@ def load_skin_dataset(
             f"{dataset['class_names']}"
         )
     if validate:
-        _check_rgb(dataset["items"])
+        validate_images(dataset["items"], channels="rgb", spatial_dims=2)
     counts = {name: 0 for name in dataset["class_names"]}
     for item in dataset["items"]:
         counts[dataset["class_names"][item["label"]]] += 1
@@ -171,38 +163,19 @@ def load_skin_dataset(
     return dict(dataset, dataset_dir=str(path), counts=counts)
 
 
-class ToRGBd(MapTransform):
+class ToRGBd(CheckImaged):
     """Make channel-first images 3-channel: gray is repeated, an alpha channel is dropped; anything else is a
-    ``DataError`` naming the file (``<key>_meta_dict`` / MetaTensor meta ``filename_or_obj``)."""
+    ``DataError`` naming the file (``CheckImaged`` with ``channels="rgb"``)."""
 
     def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            image = d[key]
-            channels = image.shape[0]
-            if channels == 3:
-                continue
-            if channels == 1:
-                d[key] = (
-                    image.repeat(3, *([1] * (image.ndim - 1)))
-                    if isinstance(image, torch.Tensor)
-                    else np.repeat(image, 3, axis=0)
-                )
-            elif channels == 4:
-                d[key] = image[:3]
-            else:
-                name = getattr(image, "meta", {}).get("filename_or_obj", key)
-                raise DataError(f"image '{name}' has {channels} channels: expected RGB, RGBA or gray")
-        return d
+        super().__init__(keys, channels="rgb", allow_missing_keys=allow_missing_keys)
 
 
 def rgb_classification_transforms(
     image_size: int, a_min: float = 0.0, a_max: float = 255.0, keys: Sequence[str] = ("image",)
 ) -> Compose:
-    """``LoadImaged`` -> 3 channels -> resize to ``image_size`` (area) -> [a_min, a_max] to [-1, 1] -> tensor.
+    """Load -> 3 channels, at least ``MIN_SIDE`` px -> resize to ``image_size`` (area) -> [a_min, a_max] to [-1, 1]
+    -> tensor.
 
     Deterministic, so ``CacheDataset`` caches the result and every image is decoded and resized once per run.
     ``mode="area"`` averages when shrinking (no aliasing: 180 or 1024 px ISIC images to 64-256 px).
@@ -211,8 +184,8 @@ def rgb_classification_transforms(
     size = (int(image_size), int(image_size))
     return Compose(
         [
-            LoadImaged(keys=keys, ensure_channel_first=True, image_only=True),
-            ToRGBd(keys=keys),
+            image_loader(keys),
+            CheckImaged(keys, channels="rgb", min_side=MIN_SIDE),
             Resized(keys=keys, spatial_size=size, mode="area"),
             ScaleIntensityRanged(keys=keys, a_min=a_min, a_max=a_max, b_min=-1.0, b_max=1.0, clip=True),
             EnsureTyped(keys=keys, dtype=torch.float32, track_meta=False),

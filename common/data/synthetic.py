@@ -53,7 +53,7 @@ def write_synthetic_set(
         a_min, a_max: the intensity window the real images were mapped from to [-1, 1] (e.g. HU -100..250, or
             0..255 for 8-bit images); images are mapped back to it.
         file_format: ``"nii.gz"`` / ``"nii"`` (float32, or int16 when rounded) or ``"png"`` (rounded; values must
-            then lie in 0..255 or 0..65535, see :func:`common.data.io.write_image`).
+            then lie in 0..255, the scale PNGs are read on, see :func:`common.data.io.write_image`).
         prefix: file name prefix, ``<prefix>_<index>.<file_format>``.
         source: provenance stored in the datalist meta (e.g. the generator checkpoint path).
         round_values: round to integers (as CT and 8-bit images are stored); default: only for PNG.

@@ -7,25 +7,62 @@ with torch 2.13 (measured), more than the networks' training step.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
 
 import torch
-from monai.transforms import Compose, EnsureTyped, LoadImaged, ScaleIntensityRanged
+from monai.config import KeysCollection
+from monai.transforms import Compose, EnsureTyped, MapTransform, ScaleIntensityRanged
 
-__all__ = ["roi_classification_transforms"]
+from common.data.io import check_image, image_loader
+
+__all__ = ["CheckImaged", "roi_classification_transforms"]
 
 
-def roi_classification_transforms(a_min: float, a_max: float, keys: Sequence[str] = ("image",)) -> Compose:
-    """``LoadImaged`` (channel first) -> window [a_min, a_max] to [-1, 1] (clipped) -> float32 ``torch.Tensor``.
+class CheckImaged(MapTransform):
+    """:func:`common.data.io.check_image` on loaded images: conform them to the data set's channel layout
+    (``"gray"`` / ``"rgb"``) and refuse ones smaller than ``min_side``, with a ``DataError`` naming the file.
 
-    ``a_min``/``a_max`` are in the files' units: HU for CT NIfTI (e.g. -160, 240 for liver), 0, 255 for 8-bit PNG.
+    Place it right after the loader, while the image still carries its file name (``MetaTensor`` meta
+    ``filename_or_obj``), so that one odd file stops the run with its name rather than deep in collate.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        channels: str | None = None,
+        min_side: int | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.channels = channels
+        self.min_side = min_side
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = d[key]
+            name = getattr(image, "meta", {}).get("filename_or_obj", key)
+            d[key] = check_image(image, name, channels=self.channels, min_side=self.min_side)
+        return d
+
+
+def roi_classification_transforms(
+    a_min: float, a_max: float, keys: Sequence[str] = ("image",), channels: str | None = "gray"
+) -> Compose:
+    """Load (channel first) -> one grey channel -> window [a_min, a_max] to [-1, 1] (clipped) -> float32 tensor.
+
+    ``a_min``/``a_max`` are in the files' units: HU for CT NIfTI (e.g. -160, 240 for liver), 0, 255 for PNG (8- and
+    16-bit alike: see :mod:`common.data.io`). ``channels="gray"``: an RGB file with equal channels is read as grey,
+    a colour one is a ``DataError`` naming it (``None`` leaves channels as they are).
     The output drops MONAI's metadata (``track_meta=False``): the engines need only the pixels, and every operation
     on a ``MetaTensor`` pays a dispatch cost that slowed whole training steps several times (measured).
     """
     keys = list(keys)
     return Compose(
         [
-            LoadImaged(keys=keys, ensure_channel_first=True, image_only=True),
+            image_loader(keys),
+            CheckImaged(keys, channels=channels),
             ScaleIntensityRanged(keys=keys, a_min=a_min, a_max=a_max, b_min=-1.0, b_max=1.0, clip=True),
             EnsureTyped(keys=keys, dtype=torch.float32, track_meta=False),
         ]

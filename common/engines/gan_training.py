@@ -32,7 +32,7 @@ from torch.utils.data import DistributedSampler
 from common.data.datasets import cached_dataset
 from common.engines import distributed
 from common.engines.gan_trainer import GANTrainer, prepare_gan_batch
-from common.engines.handlers import FinalCheckpoint, LossHistory, NaNGuard, SampleGridSaver, attach_resume
+from common.engines.handlers import FinalCheckpoint, LossHistory, NaNGuard, RNGState, SampleGridSaver, attach_resume
 from common.engines.memory_format import to_channels_last
 from common.errors import DataError
 from common.losses.adversarial import GANObjective
@@ -89,14 +89,19 @@ class GANRecipe:
 
 
 def _loader(items, transforms, batch_size, num_workers, seed, keys=("image", "label")):
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)  # the workers' base seed (their random transforms): in RNGState
     dataset = cached_dataset(items, transforms, keys=keys)
+    # The shuffle of epoch e is seeded with seed + e (set_epoch below), on one rank as on several (each its own
+    # shard): a stateless shuffle that a resumed run repeats exactly. torch's RandomSampler would draw one more
+    # permutation from its generator when Ignite finishes off the previous epoch's exhausted iterator, at the start
+    # of the next epoch: after the checkpoint, so a run resumed there would shuffle differently.
     # drop_last: a last batch of one image would break BatchNorm and skew D's statistics
-    if distributed.is_distributed():  # each rank its own shard; the epoch seeds the shuffle (set_epoch below)
+    if distributed.is_distributed():
         sampler = DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=True)
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True, num_workers=num_workers)
+    sampler = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=seed)
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=num_workers, generator=gen
+        dataset, batch_size=batch_size, sampler=sampler, drop_last=True, num_workers=num_workers, generator=gen
     )
 
 
@@ -126,7 +131,7 @@ def fit_gan(
 ) -> dict:
     """Train one GAN on ``items`` and write into ``output_dir``:
 
-    ``checkpoints/checkpoint_epoch=N.pt`` (G, D, both optimisers, EMA, trainer state: the resume point),
+    ``checkpoints/checkpoint_epoch=N.pt`` (G, D, both optimisers, EMA, trainer state, RNG states: the resume point),
     ``samples_epoch_NNNN.png``, ``train_log.csv``, ``tensorboard/``, and at the end ``generator.pt`` (the
     sampling generator's state dict, the EMA one when enabled) and ``training_done.json``.
 
@@ -143,7 +148,9 @@ def fit_gan(
     for one of 600, which epochs do not.
 
     A run whose ``checkpoints/`` exist continues from the newest one (``resume=True``), so a killed run picks up
-    where it stopped and a finished one returns at once.
+    where it stopped and a finished one returns at once. Checkpoints hold every random stream (``RNGState``), so a run
+    killed at any point (mid-epoch too: it resumes from the last epoch checkpoint) and resumed ends bit-identical,
+    on CPU, to one never stopped; the secret streams of DP are never saved and never replayed.
 
     StyleGAN2-ADA / DP (``recipe.augment_pipe``, ``recipe.privacy``): an objective with a ``prepare(items=...,
     transforms=..., output_dir=..., device=..., seed=...)`` method gets the (unrepeated) training items first (the
@@ -203,6 +210,12 @@ def fit_gan(
     augment_pipe = augment_pipe().to(device) if augment_pipe is not None else None
     if hasattr(augment_pipe, "set_random_state"):
         augment_pipe.set_random_state(seed + 1)
+    # every random stream the run draws from, found before the privacy engine swaps in its secret generators
+    # (which a checkpoint must never hold); see RNGState for what keeps a resume exact
+    rng_state = RNGState(
+        transforms, augment, augment_pipe, recipe.objective, recipe.d_regularizer, recipe.g_regularizer,
+        loader.generator, getattr(loader.sampler, "generator", None),
+    )  # fmt: skip
     privacy = getattr(recipe, "privacy", None)
     step_context = None
     if privacy is not None:
@@ -235,21 +248,28 @@ def fit_gan(
     state = {"generator": generator, "discriminator": discriminator, "g_opt": g_opt, "d_opt": d_opt, "trainer": trainer}
     if trainer.g_ema is not None:
         state["g_ema"] = trainer.g_ema
-    # stateful extras resume too: ADA's p, the path-length running mean, the privacy accountant's history
-    extras = {"augment_pipe": augment_pipe, "g_regularizer": recipe.g_regularizer, "privacy": privacy}
+    ada_handler = None
+    if augment_pipe is not None and recipe.ada_target is not None:
+        from common.data.ada import AdaptiveAugmentHandler
+
+        ada_handler = AdaptiveAugmentHandler(
+            augment_pipe, recipe.ada_target, recipe.ada_interval, recipe.ada_speed_kimg, batch_size
+        )
+    # stateful extras resume too: ADA's p and its r_t count, the path-length running mean, the privacy accountant's
+    # history, and every random stream (so that a resumed run ends bit-identical to an uninterrupted one)
+    extras = {
+        "augment_pipe": augment_pipe, "ada": ada_handler, "g_regularizer": recipe.g_regularizer, "privacy": privacy,
+        "rng": rng_state,
+    }  # fmt: skip
     for name, obj in extras.items():
         if obj is not None and callable(getattr(obj, "state_dict", None)) and hasattr(obj, "load_state_dict"):
             state[name] = obj
 
-    # order matters: resume first (on STARTED), epoch averages before the loggers read them
-    if resume:
-        attach_resume(trainer, str(ckpt_dir), state)
-    if augment_pipe is not None and recipe.ada_target is not None:  # before LossHistory, which logs ada_p
-        from common.data.ada import AdaptiveAugmentHandler
-
-        AdaptiveAugmentHandler(
-            augment_pipe, recipe.ada_target, recipe.ada_interval, recipe.ada_speed_kimg, batch_size
-        ).attach(trainer)
+    # order matters: resume first (on STARTED), epoch averages before the loggers read them, checkpoints last
+    if resume:  # checkpoints written before exact resume have no RNG state: they resume, not bit-identically
+        attach_resume(trainer, str(ckpt_dir), state, optional=("rng", "ada"))
+    if ada_handler is not None:  # before LossHistory, which logs ada_p
+        ada_handler.attach(trainer)
     if privacy is not None and callable(getattr(privacy, "attach", None)):
         privacy.attach(trainer)
     NaNGuard(checkpoint_dir=str(ckpt_dir)).attach(trainer)
@@ -264,9 +284,6 @@ def fit_gan(
             TensorBoardStatsHandler(
                 log_dir=str(out / "tensorboard"), iteration_log=True, epoch_log=True, output_transform=lambda x: x
             ).attach(trainer)
-        saver = CheckpointSaver(save_dir=str(ckpt_dir), save_dict=state, save_interval=checkpoint_interval, n_saved=2)
-        saver.attach(trainer)
-        FinalCheckpoint(str(ckpt_dir), state).attach(trainer)
         (sample_saver or SampleGridSaver(str(out), interval=sample_interval)).attach(trainer)
         if progress:
             # under DP the output holds G's losses only (common.privacy.dp): show what is there
@@ -275,6 +292,11 @@ def fit_gan(
             )
         for handler in extra_handlers or ():
             handler.attach(trainer)
+        # the checkpoint is the last thing an epoch does: the random streams it saves are those the next epoch
+        # starts from, even when a handler above draws from them (e.g. a sample grid of a generator with noise)
+        saver = CheckpointSaver(save_dir=str(ckpt_dir), save_dict=state, save_interval=checkpoint_interval, n_saved=2)
+        saver.attach(trainer)
+        FinalCheckpoint(str(ckpt_dir), state).attach(trainer)
 
     started = time.perf_counter()
     trainer.run()

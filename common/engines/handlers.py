@@ -1,4 +1,4 @@
-"""Ignite handlers the GAN and classifier trainers share: sample grids, NaN guard, loss history, resume."""
+"""Ignite handlers the GAN and classifier trainers share: sample grids, NaN guard, loss history, RNG state, resume."""
 
 from __future__ import annotations
 
@@ -7,14 +7,20 @@ import glob
 import logging
 import math
 import os
+import random
 import re
+import types
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader
 
+from common.engines.distributed import is_distributed, rank
 from common.viz import image_grid, save_png
 
 logger = logging.getLogger(__name__)
@@ -38,8 +44,15 @@ class SampleGridSaver:
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
         engine.add_event_handler(Events.COMPLETED, self)
 
-    @torch.no_grad()
     def __call__(self, engine) -> None:
+        # a forked torch RNG: a generator that draws noise (StyleGAN2's noise inputs) must not move training's
+        # streams, or the sample interval would change the trained weights (and an exact resume, see RNGState)
+        device = torch.device(engine.state.device)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            self._save(engine)
+
+    @torch.no_grad()
+    def _save(self, engine) -> None:
         gen = engine.sampling_generator()
         device = engine.state.device
         conditional = engine.objective.conditional and getattr(gen, "num_classes", 0) > 0
@@ -146,6 +159,145 @@ class FinalCheckpoint:
         os.replace(tmp, path)
 
 
+#: what ``RNGState`` finds and restores besides the global streams
+RandomStream = torch.Generator | np.random.RandomState | np.random.Generator | random.Random
+_LEAVES = (
+    torch.Tensor, np.ndarray, str, bytes, int, float, complex, bool, type, types.ModuleType, torch.device,
+    logging.Logger,  # a logger leads to every logger of the process, none of them a training stream
+)  # fmt: skip
+
+
+def _find_streams(obj: Any, found: list, seen: set[int], depth: int = 0) -> None:
+    """Append every random stream reachable from ``obj`` (attributes, containers, sub-modules) to ``found``, in a
+    fixed order (attribute order is construction order), each once."""
+    if obj is None or depth > 16 or id(obj) in seen or isinstance(obj, _LEAVES):
+        return
+    seen.add(id(obj))
+    if isinstance(obj, (torch.Generator, np.random.RandomState, np.random.Generator, random.Random)):
+        found.append(obj)
+        return
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        children = list(obj)
+    elif isinstance(obj, dict):
+        children = list(obj.values())
+    else:
+        children = list(vars(obj).values()) if hasattr(obj, "__dict__") else []
+    for child in children:
+        _find_streams(child, found, seen, depth + 1)
+
+
+def _portable(value: Any) -> Any:
+    """A NumPy state (arrays inside dicts/tuples) as tensors and plain values, which ``torch.load(weights_only=True)``
+    (MONAI's ``CheckpointLoader``) reads back; ``_numpy`` undoes it."""
+    if isinstance(value, np.ndarray):
+        return {"__ndarray__": torch.from_numpy(value.astype(np.int64)), "dtype": str(value.dtype)}
+    if isinstance(value, dict):
+        return {k: _portable(v) for k, v in value.items()}
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    return value
+
+
+def _numpy(value: Any) -> Any:
+    if isinstance(value, dict):
+        if "__ndarray__" in value:
+            return value["__ndarray__"].cpu().numpy().astype(value["dtype"])
+        return {k: _numpy(v) for k, v in value.items()}
+    return value
+
+
+def _get_stream(stream: RandomStream) -> tuple[str, Any]:
+    if isinstance(stream, torch.Generator):
+        return "torch", stream.get_state()
+    if isinstance(stream, np.random.RandomState):
+        return "numpy", _portable(stream.get_state(legacy=False))
+    if isinstance(stream, np.random.Generator):
+        return "numpy_generator", _portable(stream.bit_generator.state)
+    return "python", stream.getstate()
+
+
+def _set_stream(stream: RandomStream, state: Any) -> None:
+    if isinstance(stream, torch.Generator):
+        stream.set_state(state.cpu())  # MONAI's loader maps every tensor to the training device
+    elif isinstance(stream, np.random.RandomState):
+        stream.set_state(_numpy(state))
+    elif isinstance(stream, np.random.Generator):
+        stream.bit_generator.state = _numpy(state)
+    else:
+        stream.setstate(_python_state(state))
+
+
+def _python_state(state: Any) -> tuple:
+    """``random.setstate`` wants the nested tuples ``getstate`` gave (a checkpoint may hand back lists)."""
+    version, internal, gauss = state
+    return int(version), tuple(int(x) for x in internal), gauss
+
+
+class RNGState:
+    """Every random stream a training run draws from, as one object a checkpoint holds (``state_dict`` /
+    ``load_state_dict``), so that a resumed run continues each stream where the checkpoint left it instead of
+    replaying the first epoch's draws: resumed and uninterrupted runs end bit-identical on CPU with the same seed.
+
+    The streams: Python's ``random``, NumPy's global ``RandomState``, torch's CPU generator and, once CUDA is
+    initialised, every CUDA device's; and the private streams found in ``sources`` when the object is built: any
+    ``torch.Generator``, NumPy ``RandomState``/``Generator`` or ``random.Random`` reachable through their
+    attributes, containers and sub-modules. Pass the training transforms (each MONAI ``Randomizable`` draws from its
+    own ``self.R``, a ``Compose`` too), batch augmentations and augmentation pipes (their ``generator``) and the data
+    loader's generator (the workers' base seed; the shuffle's, when the sampler draws from it).
+
+    The streams are the *objects* found at construction: a stream swapped in later is not saved, on purpose. The
+    privacy engine does that with the secret generators that protect private data (Poisson sampling, DP noise, the
+    augmentation pipe under DP), which no checkpoint may hold and no resume may replay (see ``common.privacy``).
+
+    Several ranks: rank 0 writes the checkpoint, every rank loads it; the other ranks then reseed their global torch
+    stream from the restored one plus their rank, so that each keeps drawing its own latents.
+
+    What the caller must keep, for the resume to be exact: nothing between the checkpoint save (the last
+    ``EPOCH_COMPLETED`` handler) and the next epoch's first batch draws from a stream that the resumed run, which
+    loads the checkpoint on ``STARTED``, would not draw from too; and the shuffle must not draw when the previous
+    epoch's exhausted iterator is finished off (torch's ``RandomSampler`` does: ``fit_gan`` seeds its permutation
+    with the epoch instead).
+    """
+
+    def __init__(self, *sources: Any) -> None:
+        self.streams: list[RandomStream] = []
+        seen: set[int] = set()
+        for source in sources:
+            _find_streams(source, self.streams, seen)
+
+    def state_dict(self) -> dict:
+        state = {
+            "python": random.getstate(),
+            "numpy": _portable(np.random.get_state(legacy=False)),
+            "torch": torch.get_rng_state(),
+            "streams": [_get_stream(s) for s in self.streams],
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        random.setstate(_python_state(state["python"]))
+        np.random.set_state(_numpy(state["numpy"]))
+        torch.set_rng_state(state["torch"].cpu())
+        cuda = state.get("cuda")
+        if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
+        saved = state.get("streams", [])
+        kinds = [_get_stream(s)[0] for s in self.streams]
+        if [kind for kind, _ in saved] != kinds:
+            logger.warning(
+                f"the checkpoint holds {len(saved)} private random streams and this pipeline has {len(kinds)} "
+                "(transforms or augmentations changed?): they start afresh, the resumed run is not bit-identical"
+            )
+        else:
+            for stream, (_, value) in zip(self.streams, saved, strict=True):
+                _set_stream(stream, value)
+        if is_distributed() and rank() > 0:  # rank 0's stream, restored: make it this rank's own again
+            base = int(torch.randint(2**62, (1,)))
+            torch.manual_seed(base + 1000 * rank())
+
+
 def checkpoint_is_complete(path: str) -> bool:
     """Whether ``path`` is a whole ``torch.save`` archive. MONAI's ``CheckpointSaver`` writes in place (not
     atomically): a run killed while saving leaves a file without the zip directory ``torch.save`` writes last."""
@@ -173,11 +325,23 @@ def latest_checkpoint(checkpoint_dir: str, prefix: str = "checkpoint", complete_
     return max(files, key=number)
 
 
-def attach_resume(engine: Engine, checkpoint_dir: str, load_dict: dict, prefix: str = "checkpoint") -> str | None:
-    """If a checkpoint exists in ``checkpoint_dir``, load it (networks, optimisers, EMA, trainer state) when the
-    engine starts, so that a killed run continues from its last checkpoint. Returns the path it will load."""
+def attach_resume(
+    engine: Engine, checkpoint_dir: str, load_dict: dict, prefix: str = "checkpoint", optional: Sequence[str] = ()
+) -> str | None:
+    """If a checkpoint exists in ``checkpoint_dir``, load it (networks, optimisers, EMA, trainer state, RNG state)
+    when the engine starts, so that a killed run continues from its last checkpoint. Returns the path it will load.
+
+    ``optional``: keys of ``load_dict`` that a checkpoint may lack (state added after it was written, e.g. ``rng``):
+    those are skipped with a warning instead of failing the resume."""
     path = latest_checkpoint(checkpoint_dir, prefix, complete_only=True)
     if path is not None:
         logger.info(f"resuming from {path}")
+        if optional:
+            # mmap: reads the keys, not the tensors (MONAI's loader reads the file itself on STARTED)
+            keys = set(torch.load(path, map_location="cpu", weights_only=True, mmap=True))
+            missing = [k for k in optional if k in load_dict and k not in keys]
+            if missing:
+                logger.warning(f"{path} has no {missing} (written by an older version): the resume is not exact")
+                load_dict = {k: v for k, v in load_dict.items() if k not in missing}
         CheckpointLoader(load_path=path, load_dict=load_dict, map_location=engine.state.device).attach(engine)
     return path

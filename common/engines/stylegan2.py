@@ -1,8 +1,9 @@
 """One place that turns StyleGAN2-ADA hyper-parameters into a ``GANRecipe``: plain, SpineGAN (clinical loss), DP.
 
 A bundle config passes its hyper-parameters once (``stylegan2_recipe(**@gan_settings)``); the evaluation builds
-every generator variant of the SpineGAN paper from the same settings (``stylegan2_variants``), so the arms differ
-only in what they are meant to differ in.
+every generator variant of the SpineGAN paper from the same settings (``common.protocol.spinegan.stylegan2_variants``),
+so the arms differ only in what they are meant to differ in. The clinical loss and the privacy mechanism come in as
+arguments: this layer never imports ``common.privacy`` or ``common.protocol``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from common.engines.gan_training import GANRecipe
 from common.losses.stylegan2 import PathLengthRegularizer, R1Regularizer, StyleGAN2Objective
 from common.networks.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 
-__all__ = ["ema_decay_for", "stylegan2_recipe", "stylegan2_variants"]
+__all__ = ["ema_decay_for", "stylegan2_recipe"]
 
 
 def ema_decay_for(batch_size: int, ema_kimg: float) -> float:
@@ -56,8 +57,9 @@ def stylegan2_recipe(
 ) -> GANRecipe:
     """The SpineGAN paper's conditional StyleGAN2-ADA as a ``GANRecipe`` (defaults: the authors' settings at 256 px).
 
-    ``clinical``: a ``ClinicalLossRecipe`` (SpineGAN) or None. ``privacy``: a ``DPSGDDiscriminator``, then the
-    recipe is made DP-compatible: no minibatch-std, no R1 (see ``common.privacy.dp``), fixed ADA p (``ada_p``),
+    ``clinical``: a ``common.protocol.spinegan.ClinicalLossRecipe`` (SpineGAN), a ready ``ClinicalLoss``, or None.
+    ``privacy``: a ``DPSGDDiscriminator`` (any object whose ``mode`` is ``"dp-sgd"``), then the recipe is made
+    DP-compatible: no minibatch-std, no R1 (see ``common.privacy.dp``), fixed ADA p (``ada_p``),
     one D pass over reals + ``batch_size`` fakes. A ``PaperNoiseThenClip`` privacy changes nothing else.
     Lazy regularisation follows StyleGAN2: Adam's lr and betas are corrected by ``interval / (interval + 1)``.
     """
@@ -105,35 +107,3 @@ def stylegan2_recipe(
         ada_speed_kimg=ada_speed_kimg,
         privacy=privacy,
     )
-
-
-def stylegan2_variants(
-    settings: dict,
-    *,
-    clinical=None,
-    dp_epsilons: Sequence[float] = (),
-    dp_delta: float = 1e-5,
-    dp_max_grad_norm: float = 1.0,
-    dp_ada_p: float = 0.2,
-    paper_noise_then_clip: bool = False,
-) -> dict[str, GANRecipe]:
-    """The generator arms of the SpineGAN paper from one set of ``settings`` (``stylegan2_recipe`` keywords):
-
-    ``stylegan2`` (conditional StyleGAN2-ADA), ``spinegan`` (+ ``clinical``, when given), ``dp_eps<e>`` (DP-SGD on D
-    at each target epsilon, fixed ADA p ``dp_ada_p``) and, optionally, ``paper_noise_then_clip`` (the authors' "DP",
-    no guarantee).
-    """
-    from common.privacy.dp import DPSGDDiscriminator, PaperNoiseThenClip
-
-    settings = {k: v for k, v in dict(settings).items() if k not in ("clinical", "privacy")}
-    out = {"stylegan2": stylegan2_recipe(**settings)}
-    if clinical is not None and getattr(clinical, "weight", 0) > 0:
-        out["spinegan"] = stylegan2_recipe(**settings, clinical=clinical)
-    for eps in dp_epsilons:
-        # no seed: DP's noise and sampling come from fresh OS entropy (common.privacy.dp)
-        dp = DPSGDDiscriminator(target_epsilon=float(eps), target_delta=dp_delta, max_grad_norm=dp_max_grad_norm)
-        name = f"dp_eps{float(eps):g}"
-        out[name] = stylegan2_recipe(**{**settings, "ada_p": dp_ada_p}, privacy=dp)
-    if paper_noise_then_clip:
-        out["paper_noise_then_clip"] = stylegan2_recipe(**settings, privacy=PaperNoiseThenClip())
-    return out

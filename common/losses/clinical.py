@@ -7,9 +7,10 @@ Paper, generator step only::
 with C a frozen, pretrained normal/abnormal classifier: G is pushed to make images that C recognises as the class
 they were asked for, and the gradient flows *through* C (whose weights stay fixed) into G.
 
-``ClinicalLoss`` is the term for any frozen classifier; ``ClinicalLossRecipe`` is how a bundle gets one without
-downloaded weights: before GAN training it trains the classifier on the GAN's own training images (split again by
-patient into train/validation, model selection on validation), caches it next to the GAN, then builds the term.
+``ClinicalLoss`` is the term for any frozen classifier. How a bundle gets one without downloaded weights (train the
+classifier on the GAN's own training images, split again by patient, before GAN training) is
+``common.protocol.spinegan.ClinicalLossRecipe``: training a classifier is the engines' job, splitting by patient the
+protocol's, and both sit above this layer.
 
 Input range. G produces images in [-1, 1] (StyleGAN2's convention). A classifier trained on images scaled to [0, 1]
 (the usual convention for ImageNet-style classifiers) sees out-of-range inputs if G's output is fed to it as it is;
@@ -21,19 +22,13 @@ reproduces the mismatch when ``classifier_range`` is (0, 1): an ablation, not a 
 
 from __future__ import annotations
 
-import json
-import logging
-import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-logger = logging.getLogger(__name__)
-
-__all__ = ["ClinicalLoss", "ClinicalLossRecipe"]
+__all__ = ["ClinicalLoss"]
 
 
 class ClinicalLoss(nn.Module):
@@ -93,96 +88,3 @@ class ClinicalLoss(nn.Module):
         target = (labels == self.abnormal_class).float()
         bce = F.binary_cross_entropy_with_logits(abnormal_logit, target)
         return {"loss": self.weight * bce, "bce": bce}
-
-
-class ClinicalLossRecipe:
-    """Builds a ``ClinicalLoss`` whose classifier is trained on the GAN's training images (no downloaded weights).
-
-    ``StyleGAN2Objective(clinical=ClinicalLossRecipe(...))``: ``fit_gan`` calls ``objective.prepare(items=...,
-    transforms=..., output_dir=..., device=..., seed=...)`` before training, which trains (or, when its
-    ``done.json`` exists, reloads) the classifier in ``<output_dir>/clinical_classifier/``. The classifier's own
-    validation split comes from the GAN's training patients, so a protocol's test fold never reaches it.
-
-    Args:
-        classifier_recipe: a ``common.engines.ClassifierRecipe``.
-        weight: the term's weight; 0 switches SpineGAN off (no classifier is trained).
-        num_classes, abnormal_class: the label set.
-        epochs, batch_size, val_fraction: classifier training.
-        augment: optional batch augmentation of the classifier's training batches.
-        classifier_range, rescale: see ``ClinicalLoss``.
-    """
-
-    def __init__(
-        self,
-        classifier_recipe,
-        weight: float = 0.1,
-        num_classes: int = 2,
-        abnormal_class: int = 1,
-        epochs: int = 20,
-        batch_size: int = 32,
-        val_fraction: float = 0.15,
-        augment=None,
-        classifier_range: Sequence[float] = (-1.0, 1.0),
-        rescale: bool = True,
-    ) -> None:
-        self.classifier_recipe = classifier_recipe
-        self.weight = float(weight)
-        self.num_classes = int(num_classes)
-        self.abnormal_class = int(abnormal_class)
-        self.epochs = int(epochs)
-        self.batch_size = int(batch_size)
-        self.val_fraction = float(val_fraction)
-        self.augment = augment
-        self.classifier_range = classifier_range
-        self.rescale = rescale
-        self.loss: ClinicalLoss | None = None
-        self.report: dict = {}
-
-    def prepare(self, *, items, transforms, output_dir: str, device="cpu", seed: int = 0, **_) -> None:
-        if self.weight <= 0:
-            self.loss = None
-            return
-        from common.engines.classifier_training import evaluate_classifier, fit_classifier
-        from common.protocol.folds import patient_folds
-
-        out = Path(output_dir) / "clinical_classifier"
-        done = out / "done.json"
-        network = self.classifier_recipe.network()
-        if done.is_file() and (out / "best_model.pt").is_file():
-            network.load_state_dict(torch.load(out / "best_model.pt", map_location="cpu", weights_only=True))
-            self.report = json.loads(done.read_text())
-        else:
-            items = list(items)
-            labels: dict[str, int] = {}
-            for it in items:
-                labels.setdefault(str(it.get("patient", it["image"])), int(it["label"]))
-            k = max(2, int(round(1.0 / max(self.val_fraction, 1e-6))))
-            val_patients = set(patient_folds(labels, k, seed + 7)[0])
-            train = [it for it in items if str(it.get("patient", it["image"])) not in val_patients]
-            val = [it for it in items if str(it.get("patient", it["image"])) in val_patients]
-            logger.info(f"clinical loss: training its classifier on {len(train)} images ({len(val)} validation)")
-            fit = fit_classifier(
-                self.classifier_recipe, train, val, transforms, transforms, str(out), num_classes=self.num_classes,
-                max_epochs=self.epochs, batch_size=self.batch_size, device=device, seed=seed, augment=self.augment,
-            )  # fmt: skip
-            network = fit["network"]
-            val_metrics = evaluate_classifier(network, val, transforms, [str(i) for i in range(self.num_classes)])
-            self.report = {
-                "best_epoch": fit["best_epoch"],
-                "val_balanced_accuracy": fit["best_metric"],
-                "val_auc": val_metrics.get("auc"),
-                "n_train": len(train),
-                "n_val": len(val),
-            }
-            tmp = done.with_name(f".done.json.tmp-{os.getpid()}")
-            tmp.write_text(json.dumps(self.report, indent=1))
-            os.replace(tmp, done)
-        self.loss = ClinicalLoss(
-            network.to(device), self.weight, self.abnormal_class, classifier_range=self.classifier_range,
-            rescale=self.rescale,
-        )  # fmt: skip
-
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> dict:
-        if self.loss is None:
-            raise RuntimeError("ClinicalLossRecipe: call prepare(...) first (fit_gan does this before training)")
-        return self.loss(images, labels)

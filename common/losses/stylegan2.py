@@ -29,8 +29,8 @@ class StyleGAN2Objective(GANObjective):
 
     Args:
         conditional: class-conditional G and D (labels from the batch; fake labels uniform over the classes).
-        clinical: a ``ClinicalLossRecipe`` (or ready ``ClinicalLoss``) adding SpineGAN's term to G's loss; a recipe
-            with ``weight == 0`` is off.
+        clinical: a ``common.protocol.spinegan.ClinicalLossRecipe`` (or ready ``ClinicalLoss``) adding SpineGAN's
+            term to G's loss; a recipe with ``weight == 0`` is off.
         joint_d_batch: one D forward pass over ``cat(reals, fakes)`` instead of two. Required under DP-SGD:
             Opacus records one set of activations per forward pass, and one pass keeps every row's per-sample
             gradient its own. (With a minibatch-std layer, keep it False: groups would mix reals and fakes.)

@@ -368,10 +368,10 @@ def feature_space_quality(
     """
     if not (len(reference) == len(real) == len(synthetic)) or not reference:
         raise ValueError("feature_space_quality: reference, real and synthetic need one array per replicate each")
-    fd_s = [frechet_distance(s, r) for s, r in zip(synthetic, reference)]
-    fd_b = [frechet_distance(b, r) for b, r in zip(real, reference)]
-    kid_s = [kid(s, r, n_subsets=kid_subsets, seed=seed) for s, r in zip(synthetic, reference)]
-    kid_b = [kid(b, r, n_subsets=kid_subsets, seed=seed) for b, r in zip(real, reference)]
+    fd_s = [frechet_distance(s, r) for s, r in zip(synthetic, reference, strict=True)]
+    fd_b = [frechet_distance(b, r) for b, r in zip(real, reference, strict=True)]
+    kid_s = [kid(s, r, n_subsets=kid_subsets, seed=seed) for s, r in zip(synthetic, reference, strict=True)]
+    kid_b = [kid(b, r, n_subsets=kid_subsets, seed=seed) for b, r in zip(real, reference, strict=True)]
     out = {f"frechet_distance_{name}": _entry(fd_s, fd_b, replicate_key)}
     kid_entry = _entry([d["value"] for d in kid_s], [d["value"] for d in kid_b], replicate_key)
     kid_entry["std"] = float(np.mean([d["std"] for d in kid_s]))
@@ -379,8 +379,8 @@ def feature_space_quality(
     kid_entry["subset_size"] = kid_s[0]["subset_size"]
     out[f"kid_{name}"] = kid_entry
 
-    p_s = [prdc(r, s, k=k, per_sample=True) for s, r in zip(synthetic, reference)]
-    p_b = [prdc(r, b, k=k, per_sample=True) for b, r in zip(real, reference)]
+    p_s = [prdc(r, s, k=k, per_sample=True) for s, r in zip(synthetic, reference, strict=True)]
+    p_b = [prdc(r, b, k=k, per_sample=True) for b, r in zip(real, reference, strict=True)]
     per_sample_key = {
         "precision": "precision_per_fake",
         "recall": "recall_per_real",

@@ -42,7 +42,8 @@ def bootstrap_ci(
     """Percentile bootstrap of ``statistic(*arrays)``, resampling the rows of all arrays together.
 
     Returns ``{"value", "std", "ci95": [lo, hi], "n_resamples"}``; ``value`` is the statistic on the full data.
-    Resamples on which the statistic is undefined (NaN, e.g. an AUC with one class) are skipped.
+    Resamples on which the statistic is undefined (NaN, e.g. an AUC with one class) are skipped; where it is
+    undefined on the full data, ``undefined`` says so beside the NaN ``value``.
     """
     arrays = tuple(np.asarray(a) for a in arrays)
     n = len(arrays[0])
@@ -57,7 +58,8 @@ def bootstrap_ci(
         if np.isfinite(v):
             samples.append(v)
     if not samples:
-        return {"value": value, "std": None, "ci95": [None, None], "n_resamples": 0}
+        out = {"value": value, "std": None, "ci95": [None, None], "n_resamples": 0}
+        return out | ({} if np.isfinite(value) else {"undefined": {"value": "undefined on the data (e.g. one class)"}})
     lo, hi = np.percentile(samples, [50 * (1 - confidence), 50 * (1 + confidence)])
     return {
         "value": value,

@@ -72,7 +72,7 @@ class LesionClassifier(nn.Module):
 
         pool = Pool[Pool.MAX, spatial_dims]
         stages: list[nn.Module] = []
-        for c_in, c_out in zip((in_channels, *channels[:-1]), channels):
+        for c_in, c_out in zip((in_channels, *channels[:-1]), channels, strict=True):
             # Explicit (k - 1) // 2 padding: "same" for odd kernels and no error for even ones.
             stages += [
                 Convolution(spatial_dims, c_in, c_out, kernel_size=kernel_size, padding=(kernel_size - 1) // 2,

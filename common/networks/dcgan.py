@@ -241,7 +241,7 @@ class DCGANDiscriminator(nn.Module):
         padding, _ = stride2_padding(kernel_size)
 
         blocks = []
-        for i, (c_in, c_out) in enumerate(zip((self.in_channels, *channels[:-1]), channels)):
+        for i, (c_in, c_out) in enumerate(zip((self.in_channels, *channels[:-1]), channels, strict=True)):
             layer_norm = None if i == 0 else resolve_norm(norm, c_out)
             blocks.append(
                 Convolution(

@@ -279,7 +279,7 @@ class PyramidGenerator(nn.Module):
             Convolution(2, c_in, c_out, strides=2, kernel_size=kernel_size, is_transposed=True, padding=padding,
                         output_padding=output_padding, adn_ordering="NA", act="relu",
                         norm=resolve_norm(norm, c_out), bias=resolve_norm(norm, c_out) is None)
-            for c_in, c_out in zip(channels, outs)
+            for c_in, c_out in zip(channels, outs, strict=True)
         )  # fmt: skip
         self.heads = nn.ModuleList(nn.Conv2d(outs[i], self.out_channels, kernel_size=1) for i in range(n - levels, n))
         self.apply(weights_init_dcgan)
@@ -346,7 +346,7 @@ class MultiScaleDiscriminator(nn.Module):
     def forward_pyramid(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
         if len(images) != self.levels:
             raise ValueError(f"{type(self).__name__}: expected {self.levels} levels, got {len(images)}.")
-        return torch.stack([d(x) for d, x in zip(self.discriminators, images)], dim=1)
+        return torch.stack([d(x) for d, x in zip(self.discriminators, images, strict=True)], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_pyramid(gaussian_pyramid(x, self.levels))

@@ -153,7 +153,7 @@ class MappingNetwork(nn.Module):
         self.embed = EqualLinear(self.num_classes, embed_dim) if self.num_classes > 0 else None
         dims = [self.z_dim + (embed_dim if self.embed is not None else 0)] + [self.w_dim] * int(layers)
         self.layers = nn.ModuleList(
-            EqualLinear(a, b, lr_mul=lr_mul, activation="lrelu") for a, b in zip(dims[:-1], dims[1:])
+            EqualLinear(a, b, lr_mul=lr_mul, activation="lrelu") for a, b in zip(dims[:-1], dims[1:], strict=True)
         )
 
     @staticmethod

@@ -196,7 +196,7 @@ class ClassificationProtocol:
         real = np.bincount([int(it["label"]) for it in train], minlength=len(self.class_names))
         target = int(round(self.synthetic_balance * real.max()))
         allowed = set(self.synthetic_classes) if self.synthetic_classes is not None else set(self.class_names)
-        return [max(0, target - int(n)) if c in allowed else 0 for c, n in zip(self.class_names, real)]
+        return [max(0, target - int(n)) if c in allowed else 0 for c, n in zip(self.class_names, real, strict=True)]
 
     def _synthetic_items(self, fold: int, train: list[dict]) -> list[dict]:
         fold_dir = self.output_dir / f"fold{fold}"
@@ -210,7 +210,9 @@ class ClassificationProtocol:
             if len(items) == sum(counts):
                 return items
         # per-class GANs only for the classes that get images (all classes when not balancing)
-        gan_classes = [c for c, n in zip(self.class_names, counts) if n > 0] if self.per_class_gan else None
+        gan_classes = (
+            [c for c, n in zip(self.class_names, counts, strict=True) if n > 0] if self.per_class_gan else None
+        )
         gan_dir = fold_dir / "gan"
         fit_gans(
             self.gan_recipe,
@@ -461,19 +463,37 @@ class ClassificationProtocol:
             }
         binary = [t.name for t in self.tasks if len(t.class_names) == 2]
         if len(binary) > 1:
-
-            def fold_mean(arm: str, fold: int) -> dict:
-                return {m: float(np.nanmean([per_task[t][arm][fold].get(m, np.nan) for t in binary])) for m in metrics}
-
             metrics = [m for m in SUMMARY_METRICS if m != "auc"]  # AUC is NaN where a fold lacks a sign: keep it out
-            mean_per_fold = {arm: [fold_mean(arm, f) for f in range(self.k)] for arm in self.arms}
+            mean_per_fold = {
+                arm: [_binary_mean(per_task, binary, arm, f, metrics) for f in range(self.k)] for arm in self.arms
+            }
             section["binary_mean"] = {
                 "class_names": binary,
+                "num_classes": 2,  # each task's: chance is 1/2
                 "arms": summarize_arms(mean_per_fold),
                 "comparisons": compare_arms(mean_per_fold, self.comparisons),
                 "paper_reference": refs.get("binary_mean", {}),
             }
         return section
+
+
+def _binary_mean(per_task: dict, tasks: Sequence[str], arm: str, fold: int, metrics: Sequence[str]) -> dict:
+    """One fold's metrics averaged over the binary ``tasks``; undefined (NaN, with the tasks' reasons) where a task's
+    is: a mean over the tasks that happen to be defined would be another quantity in the same column."""
+    folds = [per_task[t][arm][fold] for t in tasks]
+    out: dict = {}
+    undefined: dict[str, str] = {}
+    for m in metrics:
+        values = [f.get(m) for f in folds]
+        bad = [(t, f) for t, f, v in zip(tasks, folds, values, strict=True) if not _finite(v)]
+        out[m] = float("nan") if bad else float(np.mean(values))
+        if bad:
+            undefined[m] = "; ".join(f"task '{t}': {(f.get('undefined') or {}).get(m, 'not computed')}" for t, f in bad)
+    return out | {"undefined": undefined}
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
 
 
 def _merge_folds(sections: list[dict]) -> dict:

@@ -180,7 +180,10 @@ class GeneratorQuality:
         counts = np.floor(freq / freq.sum() * n).astype(int)
         counts[np.argmax(freq)] += n - counts.sum()
         present = {"conditional"} if "conditional" in generators else set(generators)
-        counts = [c if ("conditional" in present or name in present) else 0 for name, c in zip(class_names, counts)]
+        counts = [
+            c if ("conditional" in present or name in present) else 0
+            for name, c in zip(class_names, counts, strict=True)
+        ]
         syn = sample_generators(generators, class_names, counts, seed=self.seed)
         return self.audit(train, real, syn, training_info, started=start)
 

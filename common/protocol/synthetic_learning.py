@@ -29,10 +29,9 @@ from common.engines.gan_training import GANRecipe, fit_gans, load_generators
 from common.engines.generation import generate_synthetic_set
 from common.metrics.classification import classification_metrics
 from common.metrics.stats import bootstrap_ci
-from common.protocol.classification import _merge_folds
 from common.protocol.export import export_downstream
 from common.protocol.folds import load_or_make_splits, select
-from common.protocol.report import compare_arms, summarize_arms, write_report
+from common.protocol.report import compare_arms, merge_fold_sections, summarize_arms, write_report
 
 logger = logging.getLogger(__name__)
 
@@ -185,6 +184,8 @@ class SyntheticLearningProtocol:
         scores = probs[:, self.positive_class]
         positive = (labels == self.positive_class).astype(int)
         boot = bootstrap_ci(binary_auc, scores, positive, n_resamples=self.bootstrap_resamples, seed=self.seed + fold)
+        if "undefined" in boot and "auc" in metrics["undefined"]:
+            boot["undefined"] = {"value": metrics["undefined"]["auc"]}  # the same reason as the fold's AUC
         metrics.update(
             {
                 "auc_bootstrap": boot,
@@ -275,10 +276,12 @@ class SyntheticLearningProtocol:
             "arms": arms,
             "comparisons": compare_arms(per_fold, [c for c in self.comparisons if c[0] in arms and c[1] in arms]),
             "paper_reference": self.paper_reference,
-            "synthesis": {name: _merge_folds([a.get("synthesis", {}) for a in v]) for name, v in audits.items()},
+            "synthesis": {name: merge_fold_sections([a.get("synthesis", {}) for a in v]) for name, v in audits.items()},
             "privacy": {
                 "dp": {a: arms[a]["privacy"] for a in arms if "privacy" in arms[a]},
-                "memorization": {name: _merge_folds([a.get("privacy", {}) for a in v]) for name, v in audits.items()},
+                "memorization": {
+                    name: merge_fold_sections([a.get("privacy", {}) for a in v]) for name, v in audits.items()
+                },
             },
             "notes": self.notes,
         }

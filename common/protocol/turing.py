@@ -35,9 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from common.data._fs import atomic_write_text
 from common.data.io import read_image
 from common.errors import DataError
+from common.fs import atomic_write_text
 
 __all__ = ["clopper_pearson", "score_turing_test", "write_turing_test"]
 
@@ -182,7 +182,7 @@ def _draw(items: Sequence[dict], n: int, rng: np.random.Generator, what: str, im
     for j in np.argsort(-(share - counts))[: n - counts.sum()]:
         counts[j] += 1
     picked = []
-    for c, k in zip(classes, counts):
+    for c, k in zip(classes, counts, strict=True):
         picked += [by_class[c][i] for i in rng.choice(len(by_class[c]), size=int(k), replace=False)]
     return [items[i] for i in picked]
 

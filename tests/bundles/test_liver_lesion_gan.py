@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from monai.bundle import ConfigWorkflow
 from synthaug_testing import assert_gans_saw_only_training_patients, bundle_helpers, kill_training_after_checkpoints
 
@@ -146,6 +147,14 @@ def test_killed_training_resumes_from_last_checkpoint(tmp_path):
     log = (tmp_path / "gan" / "cyst" / "train_log.csv").read_text().splitlines()[1:]
     epochs = [int(line.split(",")[0]) for line in log]
     assert epochs[-2:] == [last + 1, last + 2] and max(epochs) == target, "continued, did not start over"
+    # exact resume: killed at an arbitrary point (mid-epoch, or mid-save), it ends as a run never stopped would
+    whole_dir = tmp_path / "uninterrupted"
+    args[args.index(str(tmp_path))] = str(whole_dir)
+    whole = _cli(args)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    for name in ("cyst", "metastasis", "hemangioma"):
+        resumed, reference = (torch.load(run / "gan" / name / "generator.pt") for run in (tmp_path, whole_dir))
+        assert all(torch.equal(resumed[k], reference[k]) for k in reference), f"{name}: resumed != uninterrupted"
 
 
 def _fail(tmp_path, dataset_dir) -> DataError:
@@ -157,7 +166,7 @@ def _fail(tmp_path, dataset_dir) -> DataError:
 
 
 def _folder_set(root: Path, counts=(3, 3, 3), size=32) -> Path:
-    for name, n in zip(("cyst", "metastasis", "hemangioma"), counts):
+    for name, n in zip(("cyst", "metastasis", "hemangioma"), counts, strict=True):
         (root / name).mkdir(parents=True, exist_ok=True)
         for i in range(n):
             write_image(root / name / f"{name}{i}.nii.gz", np.full((1, size, size), 40.0 + i, np.float32))

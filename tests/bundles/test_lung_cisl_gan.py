@@ -145,7 +145,7 @@ def _fail(tmp_path, dataset_dir) -> DataError:
 
 
 def _folder_set(root: Path, counts=(3, 3, 3), size=16) -> Path:
-    for name, n in zip(("ground_glass", "cavity", "normal"), counts):
+    for name, n in zip(("ground_glass", "cavity", "normal"), counts, strict=True):
         (root / name).mkdir(parents=True, exist_ok=True)
         for i in range(n):
             write_image(root / name / f"{name}{i}.nii.gz", np.full((1, size, size), -850.0 + i, np.float32))

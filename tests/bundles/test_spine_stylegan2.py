@@ -122,7 +122,7 @@ def _fail(tmp_path, dataset_dir) -> DataError:
 
 
 def _folder_set(root: Path, counts=(3, 3)) -> Path:
-    for name, n in zip(("normal", "abnormal"), counts):
+    for name, n in zip(("normal", "abnormal"), counts, strict=True):
         (root / name).mkdir(parents=True, exist_ok=True)
         for i in range(n):
             write_image(root / name / f"{name}{i}.png", np.full((1, 40, 48), 30.0 * i, np.float32))

@@ -22,9 +22,9 @@ from common.errors import DataError
 
 def _case(centre=(20, 20, 8), size=(40, 40, 16)):
     grid = np.meshgrid(*(np.arange(n) for n in size), indexing="ij")
-    r2 = sum((g - c) ** 2 for g, c in zip(grid, (s / 2 for s in size)))
+    r2 = sum((g - c) ** 2 for g, c in zip(grid, (s / 2 for s in size), strict=True))
     brain = (r2 < 18**2)[None].astype(np.int16)
-    d2 = sum((g - c) ** 2 for g, c in zip(grid, centre))
+    d2 = sum((g - c) ** 2 for g, c in zip(grid, centre, strict=True))
     label = np.zeros((1, *size), np.int16)
     label[0][d2 < 36] = 2
     label[0][d2 < 16] = 4

@@ -15,7 +15,6 @@ from common.errors import DataError
     "name, array",
     [
         ("gray.png", np.arange(5 * 7, dtype=np.float32).reshape(1, 5, 7)),  # non-square: catches a transpose
-        ("gray16.png", (np.arange(5 * 7, dtype=np.float32) * 1000).reshape(1, 5, 7)),  # > 255 -> uint16
         ("rgb.png", np.random.default_rng(0).integers(0, 256, (3, 6, 9)).astype(np.float32)),
         ("hu2d.nii.gz", np.random.default_rng(1).integers(-1024, 2000, (1, 6, 9)).astype(np.float32)),  # int16
         ("float2d.nii", np.random.default_rng(2).normal(size=(1, 6, 9)).astype(np.float32)),
@@ -58,6 +57,8 @@ def test_write_is_atomic_and_leaves_no_temp_files(tmp_path):
     write_image(tmp_path / "a.png", np.zeros((1, 4, 4)))
     with pytest.raises(ValueError, match="PNG stores integers"):
         write_image(tmp_path / "b.png", np.full((1, 4, 4), -5.0))  # negative: refused, not clipped
+    with pytest.raises(ValueError, match=r"PNG stores integers 0\.\.255"):
+        write_image(tmp_path / "c.png", np.full((1, 4, 4), 300.0))  # PNGs read on the 0..255 scale: no 16-bit
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
 
 

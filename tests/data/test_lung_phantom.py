@@ -37,8 +37,8 @@ def test_same_seed_same_images_other_seed_different():
     a = [s["array"] for s in LungSignPhantom(**SMALL, seed=1).generate()]
     b = [s["array"] for s in LungSignPhantom(**SMALL, seed=1).generate()]
     c = [s["array"] for s in LungSignPhantom(**SMALL, seed=2).generate()]
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
-    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=True))
 
 
 def test_classes_carry_their_radiological_traits():

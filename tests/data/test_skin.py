@@ -26,7 +26,7 @@ def test_phantom_is_deterministic_imbalanced_rgb_png(tmp_path):
     first = read_image(dataset["items"][0]["image"])
     assert first.shape == (3, 32, 32) and first.max() <= 255 and first.min() >= 0
     again = load_skin_dataset(tmp_path / "b", phantom=phantom, phantom_dir=tmp_path / "b")
-    for a, b in zip(dataset["items"], again["items"]):
+    for a, b in zip(dataset["items"], again["items"], strict=True):
         assert np.array_equal(read_image(a["image"]), read_image(b["image"]))
     spec = json.loads((tmp_path / "a" / "phantom.json").read_text())
     assert spec["version"] == DermoscopyPhantom.version and spec["image_size"] == 32

@@ -33,7 +33,7 @@ def test_histogram_distances_are_zero_for_equal_and_grow_with_a_shift():
     near = histogram_distances(h, colour_histograms((x + 0.1).clamp(-1, 1), bins=32))
     far = histogram_distances(h, colour_histograms((x + 0.5).clamp(-1, 1), bins=32))
     for key in ("intersection", "js_divergence", "wasserstein_levels"):
-        assert all(f > n > 0 for f, n in zip(far[key], near[key])), key
+        assert all(f > n > 0 for f, n in zip(far[key], near[key], strict=True)), key
 
 
 def test_otsu_separates_two_modes():

@@ -97,7 +97,7 @@ def test_scripted_network_equals_eager(name: str) -> None:
             torch.manual_seed(7)
             got = _outputs(scripted(*inputs))
             assert len(got) == len(expected)
-            for g, e in zip(got, expected):
+            for g, e in zip(got, expected, strict=True):
                 torch.testing.assert_close(g, e)
 
 

@@ -61,7 +61,7 @@ def test_opacus_per_sample_gradients_of_our_discriminator_are_exact():
     gsm(x, c).sum().backward()
     for i in range(3):
         ref = torch.autograd.grad(ref_d(x[i : i + 1], c[i : i + 1]).sum(), list(ref_d.parameters()))
-        for p, r in zip(d.parameters(), ref):
+        for p, r in zip(d.parameters(), ref, strict=True):
             torch.testing.assert_close(p.grad_sample[i], r, rtol=1e-4, atol=1e-5)
 
 

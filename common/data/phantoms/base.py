@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from common.data._fs import atomic_write_text, staging_dir, swap_in
 from common.data.datalist import write_datalist
 from common.data.io import write_image
+from common.fs import atomic_write_text, staging_dir, swap_in
 
 __all__ = ["Phantom"]
 
@@ -32,8 +32,9 @@ DATALIST_NAME = "datalist.json"
 SPEC_NAME = "phantom.json"
 
 
-def _canonical(spec: dict[str, Any]) -> Any:
-    # JSON round trip: tuples become lists, numpy scalars Python numbers, so a spec compares equal to its stored copy.
+def canonical_spec(spec: dict[str, Any]) -> Any:
+    """``spec`` as stored in ``phantom.json``: a JSON round trip (tuples become lists, numpy scalars Python numbers),
+    so that a spec compares equal to its stored copy."""
     return json.loads(json.dumps(spec, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
 
 
@@ -93,7 +94,7 @@ class Phantom:
             stored = json.loads(spec_file.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             return False
-        return stored == _canonical(self.spec())
+        return stored == canonical_spec(self.spec())
 
     def write(self, out_dir: str | os.PathLike) -> str:
         """Generate every sample into ``out_dir`` (which must exist) and write the datalist and spec last."""
@@ -114,12 +115,12 @@ class Phantom:
             items,
             name=self.name,
             class_names=list(self.class_names),
-            counts=dict(zip(self.class_names, counts)),
-            phantom=_canonical(self.spec()),
+            counts=dict(zip(self.class_names, counts, strict=True)),
+            phantom=canonical_spec(self.spec()),
             **self.meta(),
         )
         # The spec is written last: its presence (and equality) is what marks the set complete.
-        atomic_write_text(out_dir / SPEC_NAME, json.dumps(_canonical(self.spec()), indent=1) + "\n")
+        atomic_write_text(out_dir / SPEC_NAME, json.dumps(canonical_spec(self.spec()), indent=1) + "\n")
         return datalist
 
     def ensure(self, out_dir: str | os.PathLike) -> str:

@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from common.data._fs import atomic_write_text
 from common.data.datalist import write_datalist
 from common.data.io import write_image
-from common.data.phantoms.base import DATALIST_NAME, SPEC_NAME, Phantom, _canonical
+from common.data.phantoms.base import DATALIST_NAME, SPEC_NAME, Phantom, canonical_spec
+from common.fs import atomic_write_text
 
 __all__ = ["BRAIN_PATH_KEYS", "BrainTumourPhantom", "SEQUENCE_CONTRASTS"]
 
@@ -47,7 +47,7 @@ SEQUENCE_CONTRASTS: dict[str, tuple[float, ...]] = {
 
 
 def _ellipsoid(grid: tuple[np.ndarray, ...], centre, radii) -> np.ndarray:
-    return sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii))
+    return sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii, strict=True))
 
 
 class BrainTumourPhantom(Phantom):
@@ -199,7 +199,7 @@ class BrainTumourPhantom(Phantom):
             sequences=list(self.sequences),
             labels={"0": "background", "1": "necrosis", "2": "oedema", "4": "enhancing tumour"},
             anatomy_labels={"1": "csf", "2": "grey matter", "3": "white matter"},
-            phantom=_canonical(self.spec()),
+            phantom=canonical_spec(self.spec()),
         )
-        atomic_write_text(out_dir / SPEC_NAME, json.dumps(_canonical(self.spec()), indent=1) + "\n")
+        atomic_write_text(out_dir / SPEC_NAME, json.dumps(canonical_spec(self.spec()), indent=1) + "\n")
         return datalist

@@ -220,7 +220,7 @@ class LungSignPhantom(Phantom):
         if total is not None and amps.sum() > total:
             amps = amps * total / amps.sum()
         phases = rng.uniform(0, 2 * math.pi, size=len(orders))
-        return sum(a * np.cos(k * theta + p) for k, a, p in zip(orders, amps, phases))
+        return sum(a * np.cos(k * theta + p) for k, a, p in zip(orders, amps, phases, strict=True))
 
     @staticmethod
     def _vessel(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray, offset: float, s: float) -> np.ndarray:

@@ -242,7 +242,7 @@ class SpinePhantom(Phantom):
             metal = np.zeros_like(img)
             for side in (-1, 1):
                 pts = [(lv[0] + side * lv[2] * 0.6, lv[1]) for lv in levels[first : first + k]]
-                for (x0, y0), (x1, y1) in zip(pts[:-1], pts[1:]):
+                for (x0, y0), (x1, y1) in zip(pts[:-1], pts[1:], strict=True):
                     metal = np.maximum(metal, _segment(xx, yy, x0, y0, x1, y1, 0.007))
                 for x0, y0 in pts:
                     metal = np.maximum(metal, _segment(xx, yy, x0 - side * 0.012, y0, x0 + side * 0.01, y0, 0.009))

@@ -1,4 +1,8 @@
-"""Atomic file and folder writes, so that a killed process never leaves a half-written file or data set behind."""
+"""Atomic file and folder writes, so that a killed process never leaves a half-written file or data set behind.
+
+A foundation module (see ``tests/test_import_layers.py``): the data readers and writers, the phantoms and the
+protocol's Turing-test kit all write through it.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+
+__all__ = ["atomic_path", "atomic_write_text", "remove_stale_siblings", "staging_dir", "swap_in"]
 
 
 @contextlib.contextmanager
