@@ -21,7 +21,7 @@ bundle's ``configs/smoke.json`` over ``train.json`` first (its small image size,
 paper recipe. G and D are built from the recipe, with their optimisers, regularisers, EMA, the ADA pipe (with its
 handler) and, for the latent GANs under the paper recipe, the classic augmentation of the reals that the bundle's
 ``train#trainer#augment`` gives, as ``common.engines.fit_gan`` does. Then ``warmup + steps`` iterations of
-``common.engines.gan_trainer.GANTrainer`` run on one synthetic batch of the right shape, already on the device (so
+``common.engines.gan_engine.GANTrainer`` run on one synthetic batch of the right shape, already on the device (so
 the figure is the step's compute, not data loading): ``image`` in [-1, 1] (B, C, H, W) plus a ``label`` (B,) for the
 latent GANs; ``image`` (B, sequences, H, W) and a one-hot ``condition`` (B, condition channels, H, W) for
 brain_pix2pix (``prepare_paired_batch``, with the bundle's ``flip``). Each bundle runs in each ``--modes``:
@@ -223,7 +223,7 @@ def run_train_case(bundle: str, mode: str, args, device: torch.device) -> tuple[
     """Time ``args.warmup + args.steps`` GAN iterations of ``bundle`` in ``mode``; returns (bundle info, result)."""
     from ignite.engine import Events
 
-    from common.engines.gan_trainer import GANTrainer, prepare_gan_batch
+    from common.engines.gan_engine import GANTrainer, prepare_gan_batch
     from common.engines.memory_format import to_channels_last
     from common.engines.translation import prepare_paired_batch
     from common.losses.pix2pix import Pix2PixObjective

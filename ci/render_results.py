@@ -4,7 +4,12 @@ Every number in those tables comes from a committed file, never typed by hand:
 
 - ``bundles/<name>/docs/results/quality.json``: the shipped generator's audit (``ci/ship_weights.py`` copies it
   from the training run) -> the card's "Shipped model" table and one row of the summary in ``docs/generators.md``;
-- ``docs/results/recipe_ablation_<bundle>.json`` (``benchmarks/recipe_ablation.py --json``) -> the ablation table.
+- ``docs/results/recipe_ablation_<bundle>.json`` (``benchmarks/recipe_ablation.py --json``) -> the ablation table;
+- ``bundles/<name>/docs/results/<run>_report.json``: a protocol run's ``report.json`` (copied from its
+  ``<output_dir>/evaluation/``, with a ``provenance`` entry saying how it was made) -> the card's block
+  ``<run>_report``: the arms table and the paired comparisons, by the same functions that write ``report.md``;
+- ``bundles/<name>/docs/results/dp_audit.json`` (``python -m common.privacy.canary_audit``) -> the block ``dp_audit``:
+  the canary audit's empirical epsilon lower bound beside the accountant's, per DP arm and setting.
 
 A table lives between two markers, ``<!-- synthaug:NAME:start -->`` and ``<!-- synthaug:NAME:end -->``, so the prose
 around it is the author's. ``python ci/render_results.py`` rewrites the tables; ``--check`` exits 1 when a table
@@ -110,6 +115,65 @@ def ablation_table(path: Path) -> str | None:
     return "\n".join(head)
 
 
+def protocol_table(path: Path) -> str:
+    from common.protocol.report import arms_table, comparison_lines, external_lines, review_report
+
+    report = json.loads(path.read_text())
+    prov = report.get("provenance", {})
+    settings = ", ".join(f"{k} {v}" for k, v in (report.get("settings") or {}).items() if v is not None)
+    lines = [
+        f"From `docs/results/{path.name}`: {report.get('dataset')}, {report.get('n_images')} images, "
+        f"{report.get('folds')} patient-separated folds, seed {report.get('seed')}; {settings}. Values in %: "
+        "mean ± std across folds [95 % CI of the mean, Student t].",
+    ]
+    if prov:
+        lines += ["", f"`{prov.get('command')}` ({prov.get('wall', '?')}, {prov.get('machine', 'a CPU')})"]
+    lines += ["", *arms_table(report)]
+    for arm, dp in ((report.get("privacy") or {}).get("dp") or {}).items():
+        eps = ", ".join(f"{e:.2f}" for e in dp.get("epsilon_per_fold", []))
+        sigma = ", ".join(f"{n:.3f}" for n in dp.get("noise_multiplier", []))
+        lines.append(
+            f"\n{arm}: epsilon per fold {eps} (delta {dp.get('delta')}, {dp.get('accountant')}); sigma {sigma}"
+        )
+    synthesis = (report.get("synthesis") or {}).get("mean") or {}
+    if "precision_randcnn" in synthesis:
+        got = ", ".join(
+            f"{m} {_f(synthesis.get(f'{m}_randcnn'))} (real {_f(synthesis.get(f'{m}_randcnn_real_baseline'))})"
+            for m in ("precision", "recall", "coverage")
+        )
+        fd, fd_real = synthesis.get("frechet_distance_randcnn"), synthesis.get("frechet_distance_randcnn_real_baseline")
+        ratio = f"; Frechet distance {fd / fd_real:.1f}x real-vs-real" if fd and fd_real else ""
+        lines += ["", f"Synthetic sets against held-out real images (`common.audit`, mean of folds): {got}{ratio}."]
+    warnings = report.get("warnings", review_report(report))
+    lines += ["", *comparison_lines(report)] if report.get("comparisons") else []
+    lines += external_lines(report, level=4)
+    lines += ["", *(f"- **warning**: {w}" for w in warnings)] if warnings else []
+    return "\n".join(lines)
+
+
+def dp_audit_table(path: Path) -> str:
+    runs = json.loads(path.read_text())["runs"]
+    lines = [
+        f"From `docs/results/{path.name}`:",
+        "",
+        "| setting | arm | flaw | sigma | q, steps | epsilon, accountant | epsilon, audit lower bound (95 %) "
+        "| right guesses | the most the guesses can prove |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, run in runs.items():
+        for arm, r in run.items():
+            if not isinstance(r, dict):
+                continue
+            refuted = " **(claim refuted)**" if r["epsilon_lower_bound"] > r["epsilon_accountant"] else ""
+            lines.append(
+                f"| {name} | {arm} | {r.get('flaw') or '-'} | {r['noise_multiplier']:.3f} | "
+                f"1/{1 / r['sample_rate']:.0f}, {r['steps']} | {r['epsilon_accountant']:.3f} | "
+                f"{r['epsilon_lower_bound']:.2f}{refuted} | {r['correct']} / {r['guesses']} | "
+                f"{r['epsilon_lower_bound_if_all_right']:.2f} |"
+            )
+    return "\n".join(lines)
+
+
 def replace_block(text: str, name: str, body: str, where: Path) -> str:
     pattern = re.compile(rf"(<!-- synthaug:{name}:start -->\n)(.*?)(<!-- synthaug:{name}:end -->)", re.S)
     if not pattern.search(text):
@@ -125,6 +189,11 @@ def render() -> dict[Path, str]:
         body = shipped_model_table(card.parent.parent)
         if body is not None:
             out[card] = replace_block(card.read_text(), "shipped-model", body, card)
+        audit = card.parent / "results" / "dp_audit.json"
+        if audit.is_file():
+            out[card] = replace_block(out.get(card, card.read_text()), "dp_audit", dp_audit_table(audit), card)
+        for path in sorted((card.parent / "results").glob("*_report.json")):
+            out[card] = replace_block(out.get(card, card.read_text()), path.stem, protocol_table(path), card)
     doc = REPO / "docs" / "generators.md"
     if doc.is_file():
         text = replace_block(doc.read_text(), "quality-table", summary_table(), doc)

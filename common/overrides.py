@@ -41,7 +41,7 @@ from typing import Any
 
 from common.errors import DataError
 
-__all__ = ["BOOL_SPELLINGS", "as_bool", "check_overrides", "cli_overrides", "parse_cli_args"]
+__all__ = ["BOOL_SPELLINGS", "as_bool", "check_overrides", "cli_overrides", "parse_cli_args", "running_workflow"]
 
 # monai.bundle's own arguments: not config keys
 MONAI_ARGS = frozenset(
@@ -363,21 +363,31 @@ def _tracking_keys(tracking: Any) -> set[str]:
         return {"save_execute_config", "output_dir"}
 
 
-def _running_parser() -> Any:
-    """The ``ConfigParser`` of the ``monai.bundle`` workflow being initialised (``ConfigWorkflow.initialize`` or
-    ``create_workflow`` on the call stack), or ``None``."""
-    from monai.bundle import ConfigParser, ConfigWorkflow
+def running_workflow() -> Any:
+    """The innermost ``monai.bundle`` ``ConfigWorkflow`` on the call stack (being initialised or run, as
+    ``create_workflow``'s ``workflow_`` or a workflow method's ``self``), or ``None`` outside a workflow.
+
+    Read its attributes with ``vars(workflow)``: ``getattr`` on a workflow (and on its ``ConfigParser``) may evaluate
+    config ids through ``__getattr__``."""
+    from monai.bundle import ConfigWorkflow
 
     frame = sys._getframe(1)
     while frame is not None:
         for name in ("self", "workflow_"):
             workflow = frame.f_locals.get(name)
-            # never getattr on a ConfigParser (its __getattr__ evaluates config ids): look in the workflow's __dict__
-            parser = vars(workflow).get("parser") if isinstance(workflow, ConfigWorkflow) else None
-            if isinstance(parser, ConfigParser):
-                return parser
+            if isinstance(workflow, ConfigWorkflow):
+                return workflow
         frame = frame.f_back
     return None
+
+
+def _running_parser() -> Any:
+    """The ``ConfigParser`` of the ``monai.bundle`` workflow being initialised, or ``None``."""
+    from monai.bundle import ConfigParser
+
+    workflow = running_workflow()
+    parser = vars(workflow).get("parser") if workflow is not None else None
+    return parser if isinstance(parser, ConfigParser) else None
 
 
 def _set_bools(parser: Any, values: Mapping[str, bool]) -> None:

@@ -265,7 +265,7 @@ def test_bool_override_through_the_monai_cli(tmp_path):
     a wrong spelling stops the run in one line before ``run``."""
     config = {
         "flag": True,
-        "initialize": ["$common.bundle.check_overrides()"],
+        "initialize": ["$common.bundle.start_run()", "$common.bundle.check_overrides()"],
         "run": ["$print('FLAG', repr(@flag), 'on' if @flag else 'off', flush=True)"],
         "imports": ["$import common", "$import common.bundle"],
     }

@@ -22,6 +22,7 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 HOLD = (
     "import sys, time\n"
     "import common.bundle\n"
+    "common.bundle.start_run()\n"  # as a bundle config's initialize does: a refusal is then one line
     "common.bundle.lock_output_dir(sys.argv[1])\n"
     "print('locked', flush=True)\n"
     "time.sleep(float(sys.argv[2]))\n"

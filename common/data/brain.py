@@ -427,11 +427,36 @@ def load_brain_dataset(
     sequences: Sequence[str] | None = None,
     image_size: int = 64,
     n_slices: int = 48,
+    test_dir: str | os.PathLike | None = None,
 ) -> dict:
     """The one entry point of the bundle configs: the phantom (written on first use) when ``dataset_dir`` is the
-    phantom folder or empty, else real data; then ``prepare_cases`` into ``prepared_dir``."""
+    phantom folder or empty, else real data; then ``prepare_cases`` into ``prepared_dir``.
+
+    ``test_dir``: an external test set of cases in any layout ``find_brain_cases`` reads, with the data set's
+    sequences, prepared alike into ``<prepared_dir>_external``; the result's ``external_test`` (None without it)
+    holds its prepared ``items``, ``source``, ``dataset_dir``, ``origin`` and ``shared_patients`` (case ids also in
+    the data set: a warning).
+
+    Raises:
+        DataError: as ``find_brain_cases``; ``test_dir`` is ``dataset_dir`` or lacks one of the sequences.
+    """
     if phantom is not None and (not dataset_dir or os.path.abspath(dataset_dir) == os.path.abspath(phantom_dir)):
         phantom.ensure(phantom_dir)
         dataset_dir = phantom_dir
     found = find_brain_cases(dataset_dir, sequences)
-    return prepare_cases(found, prepared_dir, image_size=image_size, n_slices=n_slices)
+    dataset = prepare_cases(found, prepared_dir, image_size=image_size, n_slices=n_slices)
+    dataset["external_test"] = None
+    if test_dir is not None:
+        if os.path.abspath(test_dir) == os.path.abspath(dataset_dir):
+            raise DataError(f"test_dir '{test_dir}' is dataset_dir: an external test set must be other data")
+        ext = find_brain_cases(test_dir, found["sequences"])
+        out = Path(prepared_dir)
+        ext = prepare_cases(ext, out.with_name(out.name + "_external"), image_size=image_size, n_slices=n_slices)
+        shared = sorted({it["patient"] for it in ext["items"]} & {it["patient"] for it in dataset["items"]})
+        if shared:
+            logger.warning(
+                f"external test set '{test_dir}': {len(shared)} case id(s) also name cases of dataset_dir (e.g. "
+                f"'{shared[0]}'); if they are the same patients, the external scores are optimistic"
+            )
+        dataset["external_test"] = {**ext, "origin": "test_dir", "shared_patients": len(shared)}
+    return dataset

@@ -6,6 +6,12 @@ The folder holds ``metadata.csv`` (one row per nodule with the radiologists' max
 44 x 44 x Z) and ``nodule_mask/`` with the same names. A *mapping* turns one metadata row into a class index;
 :func:`prepare_lidc_rois` writes one 2-D ROI per nodule plus a datalist, cached by the mapping and ROI size.
 
+The layout as published (the ML4PM course's ``data/`` folder) is read too (:func:`find_lidc`): the metadata as an
+Excel sheet (``MetadatabyNoduleMaxVoting.xlsx``, read with openpyxl when it is installed; otherwise one line says to
+install it or save the sheet as CSV) beside a ``VOIs/`` folder holding ``image/`` and ``nodule_mask/``. Without the
+``voi_file`` / ``voi_present`` columns (the shared copy's additions), a nodule's file is
+``<patient_id>_R_<nodule_id>.nii.gz``, and a row whose file is absent is skipped and counted.
+
 Mappings (:data:`LIDC_MAPPINGS`; add one with :func:`register_lidc_mapping`):
 
 - ``lesion3`` (stand-in for Frid-Adar's 3 liver lesion classes): 0 ``calcified`` (any calcification pattern),
@@ -36,7 +42,16 @@ from common.data.io import read_image, write_image
 from common.errors import DataError
 from common.fs import staging_dir, swap_in
 
-__all__ = ["LIDC_MAPPINGS", "LidcMapping", "nodule_signs", "prepare_lidc_rois", "register_lidc_mapping"]
+__all__ = [
+    "LIDC_MAPPINGS",
+    "LidcLayout",
+    "LidcMapping",
+    "find_lidc",
+    "nodule_signs",
+    "prepare_lidc_rois",
+    "read_lidc_metadata",
+    "register_lidc_mapping",
+]
 
 #: Bump when the ROI extraction changes, so that cached ROIs are rebuilt.
 ROI_VERSION = "1"
@@ -118,6 +133,106 @@ register_lidc_mapping(
 )
 
 
+#: names of the metadata table, searched in this order (then any .csv / .xlsx with "metadata" in its name)
+METADATA_NAMES = ("metadata.csv", "metadata.xlsx", "MetadatabyNoduleMaxVoting.xlsx", "MetadatabyNoduleMaxVoting.csv")
+#: where the VOI folders (image/, nodule_mask/) may lie, relative to the LIDC folder
+VOI_FOLDERS = (".", "VOIs")
+
+
+@dataclass(frozen=True)
+class LidcLayout:
+    """Where the parts of a LIDC VOI folder are: the metadata table and the folder holding ``image/``."""
+
+    metadata: Path
+    voi_dir: Path
+
+
+def _metadata_candidates(folder: Path) -> list[Path]:
+    named = [folder / n for n in METADATA_NAMES if (folder / n).is_file()]
+    if named:
+        return named[:1]
+    return sorted(
+        f
+        for f in folder.glob("*")
+        if f.is_file() and f.suffix.lower() in (".csv", ".xlsx") and "metadata" in f.name.lower()
+    )
+
+
+def find_lidc(folder: str | os.PathLike) -> LidcLayout | None:
+    """The LIDC layout of ``folder``, or None when it is not one: an ``image/`` folder (in ``folder`` or in its
+    ``VOIs/``) and a metadata table beside it or in ``folder`` (``metadata.csv``, ``metadata.xlsx``,
+    ``MetadatabyNoduleMaxVoting.xlsx``, or the one ``*.csv``/``*.xlsx`` with "metadata" in its name).
+
+    Raises:
+        DataError: several candidate metadata tables (named), so that the choice is the user's.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    for sub in VOI_FOLDERS:
+        voi_dir = folder / sub if sub != "." else folder
+        if not (voi_dir / "image").is_dir():
+            continue
+        for where in dict.fromkeys((voi_dir, folder)):
+            found = _metadata_candidates(where)
+            if len(found) > 1:
+                raise DataError(
+                    f"LIDC folder '{folder}': several metadata tables {[f.name for f in found]}; keep one, or name it "
+                    "metadata.csv"
+                )
+            if found:
+                return LidcLayout(found[0], voi_dir)
+    return None
+
+
+def _cell(value: Any) -> str:
+    """An Excel cell as the CSV export writes it: integral numbers without ``.0``, empty for None."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def read_lidc_metadata(path: str | os.PathLike) -> list[dict[str, str]]:
+    """The rows of a LIDC metadata table, ``.csv`` or ``.xlsx`` (its first sheet), as ``{column: text}``.
+
+    Raises:
+        DataError: the file cannot be read, has no header row, or is an ``.xlsx`` while openpyxl is not installed
+            (one line: install it, or save the sheet as CSV).
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".xlsx":
+        try:
+            with open(path, newline="", encoding="utf-8-sig") as handle:
+                return list(csv.DictReader(handle))
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise DataError(f"cannot read LIDC metadata '{path}': {exc}") from exc
+    try:
+        import openpyxl
+    except ImportError:
+        raise DataError(
+            f"LIDC metadata '{path}' is an Excel file: install openpyxl (pip install openpyxl) or save its sheet as "
+            f"CSV ({path.with_name('metadata.csv')})"
+        ) from None
+    try:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+        try:
+            rows = list(book.worksheets[0].iter_rows(values_only=True))
+        finally:
+            book.close()
+    except Exception as exc:  # zipfile.BadZipFile, KeyError, InvalidFileException ...
+        raise DataError(f"cannot read LIDC metadata '{path}': {type(exc).__name__}: {exc}") from exc
+    header = [_cell(v).strip() for v in rows[0]] if rows else []
+    if not any(header):
+        raise DataError(f"LIDC metadata '{path}': its first sheet has no header row")
+    return [
+        {name: _cell(v) for name, v in zip(header, row, strict=False) if name}
+        for row in rows[1:]
+        if any(v is not None for v in row)
+    ]
+
+
 def _best_slice(mask: np.ndarray | None, depth: int) -> int:
     """The axial slice with the largest nodule area (ties: nearest the centre); the central slice without a mask."""
     centre = (depth - 1) / 2.0
@@ -160,16 +275,18 @@ def _roi(image_path: Path, mask_path: Path, roi_size: int) -> tuple[np.ndarray, 
     return np.round(roi), z, crop.shape[0]
 
 
-def _spec(lidc_dir: Path, mapping: LidcMapping, roi_size: int) -> dict[str, Any]:
-    metadata = lidc_dir / "metadata.csv"
-    return {
+def _spec(lidc_dir: Path, layout: LidcLayout, mapping: LidcMapping, roi_size: int) -> dict[str, Any]:
+    spec = {
         "mapping": mapping.name,
         "class_names": list(mapping.class_names),
         "roi_size": int(roi_size),
         "version": ROI_VERSION,
         "lidc_dir": str(lidc_dir),
-        "metadata_bytes": metadata.stat().st_size,
+        "metadata_bytes": layout.metadata.stat().st_size,
     }
+    if layout.metadata.name != "metadata.csv" or layout.voi_dir != lidc_dir:  # the shared copy's spec stays as it was
+        spec |= {"metadata": str(layout.metadata), "voi_dir": str(layout.voi_dir)}
+    return spec
 
 
 def prepare_lidc_rois(
@@ -187,7 +304,7 @@ def prepare_lidc_rois(
     otherwise rebuilt in ``<out_dir>.tmp-<pid>`` and swapped in, so an interrupted run leaves nothing half-written.
 
     Raises:
-        DataError: ``lidc_dir`` lacks ``metadata.csv`` or ``image/``, the mapping is unknown, a rating is not a
+        DataError: ``lidc_dir`` is not a LIDC layout (``find_lidc``), the mapping is unknown, a rating is not a
             number, or a VOI is unreadable (naming the file).
     """
     lidc_dir = Path(os.path.abspath(lidc_dir))
@@ -195,10 +312,14 @@ def prepare_lidc_rois(
     if mapping not in LIDC_MAPPINGS:
         raise DataError(f"unknown LIDC mapping '{mapping}' (key 'lidc_mapping'); known: {sorted(LIDC_MAPPINGS)}")
     rule = LIDC_MAPPINGS[mapping]
-    metadata = lidc_dir / "metadata.csv"
-    if not metadata.is_file() or not (lidc_dir / "image").is_dir():
-        raise DataError(f"LIDC folder '{lidc_dir}' needs metadata.csv and image/ (key 'dataset_dir')")
-    spec = _spec(lidc_dir, rule, roi_size)
+    layout = find_lidc(lidc_dir)
+    if layout is None:
+        raise DataError(
+            f"LIDC folder '{lidc_dir}' needs image/ (or VOIs/image/) and a metadata table (metadata.csv, or the "
+            "published MetadatabyNoduleMaxVoting.xlsx) (key 'dataset_dir')"
+        )
+    voi_dir = layout.voi_dir
+    spec = _spec(lidc_dir, layout, rule, roi_size)
     datalist_path = out_dir / "datalist.json"
     if datalist_path.is_file():
         try:
@@ -208,8 +329,7 @@ def prepare_lidc_rois(
         except (json.JSONDecodeError, OSError, DataError):
             pass
 
-    with open(metadata, newline="", encoding="utf-8-sig") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = read_lidc_metadata(layout.metadata)
     tmp = staging_dir(out_dir)
     try:
         jobs, skipped = [], {"voi_absent": 0, "image_missing": 0, "unmapped": 0}
@@ -218,7 +338,7 @@ def prepare_lidc_rois(
                 skipped["voi_absent"] += 1
                 continue
             name = row.get("voi_file") or f"{row['patient_id']}_R_{row['nodule_id']}.nii.gz"
-            if not (lidc_dir / "image" / name).is_file():
+            if not (voi_dir / "image" / name).is_file():
                 skipped["image_missing"] += 1
                 continue
             label = rule.label(row)
@@ -229,8 +349,8 @@ def prepare_lidc_rois(
 
         def one(job: tuple[Mapping[str, str], str, int]) -> dict[str, Any]:
             row, name, label = job
-            image_path = lidc_dir / "image" / name
-            roi, z, side = _roi(image_path, lidc_dir / "nodule_mask" / name, roi_size)
+            image_path = voi_dir / "image" / name
+            roi, z, side = _roi(image_path, voi_dir / "nodule_mask" / name, roi_size)
             rel = f"images/{name}"
             write_image(tmp / rel, roi, spacing=_in_plane_spacing(image_path, side / roi_size))
             return {

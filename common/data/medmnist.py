@@ -3,7 +3,9 @@
 A MedMNIST file holds ``<split>_images`` (N, H, W) or (N, H, W, 3) uint8 and ``<split>_labels`` (N, 1) per split
 (``train``, ``val``, ``test``). ``prepare_medmnist_npz`` writes the chosen splits once into a cache folder as
 ``images/<split>_<index>.png`` plus ``datalist.json`` (every item carries its ``split``), and reuses them while the
-source file (size, mtime) and settings are unchanged.
+source file (size, mtime) and settings are unchanged. ``npz_splits`` lists the splits a file holds, so that a reader
+can say what it uses and what it does not (``load_classification_dataset``: train + val are the data set, test is
+the external test set).
 
 MedMNIST has no patient ids: each image is its own "patient", so patient-separated folds are image-separated folds.
 PneumoniaMNIST comes from Kermany et al.'s paediatric chest radiographs, where one child can have several images;
@@ -25,7 +27,7 @@ from common.data.io import write_image
 from common.errors import DataError
 from common.fs import atomic_write_text, staging_dir, swap_in
 
-__all__ = ["MEDMNIST_CLASS_NAMES", "find_npz", "prepare_medmnist_npz"]
+__all__ = ["MEDMNIST_CLASS_NAMES", "find_npz", "npz_splits", "prepare_medmnist_npz"]
 
 #: label names of the MedMNIST sets this project uses, in label order
 MEDMNIST_CLASS_NAMES = {"pneumoniamnist": ["normal", "pneumonia"]}
@@ -41,6 +43,26 @@ def find_npz(path: str | os.PathLike) -> Path | None:
         if len(found) == 1:
             return found[0]
     return None
+
+
+def npz_splits(npz_path: str | os.PathLike) -> dict[str, list[str]]:
+    """What a MedMNIST ``.npz`` holds, without reading its arrays: ``{"splits": [...], "other": [...]}``.
+
+    ``splits``: the names ``s`` with both ``s_images`` and ``s_labels``, ``train``/``val``/``test`` first;
+    ``other``: every other key (an ``s_images`` without labels, unknown arrays), for a reader to name.
+
+    Raises:
+        DataError: the file is not a readable ``.npz``.
+    """
+    try:
+        with np.load(npz_path) as data:
+            keys = list(data.files)
+    except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError ...
+        raise DataError(f"cannot read MedMNIST file '{npz_path}': {type(exc).__name__}: {exc}") from exc
+    names = {k[: -len("_images")] for k in keys if k.endswith("_images") and f"{k[: -len('_images')]}_labels" in keys}
+    order = [s for s in ("train", "val", "test") if s in names] + sorted(names - {"train", "val", "test"})
+    paired = {f"{s}_{part}" for s in order for part in ("images", "labels")}
+    return {"splits": order, "other": sorted(set(keys) - paired)}
 
 
 def prepare_medmnist_npz(

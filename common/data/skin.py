@@ -6,10 +6,10 @@
    a folder holding one. Images ``<image_id>.jpg|.jpeg|.png`` are looked up in the CSV's folder and below it.
    Classes, as ISIC 2017 defines them: ``melanoma`` = 1 -> melanoma, ``seborrheic_keratosis`` = 1 ->
    seborrheic_keratosis, both 0 -> nevus;
-2. a folder with a ``Train``/``train``/``Training``/``training`` sub-folder of class folders (the Kaggle ISIC
-   layout of ``../shared/data/isic9``): folder per class inside it;
-3. everything ``common.data.load_classification_dataset`` reads (the phantom, a datalist, a ``path,label`` CSV,
-   one sub-folder per class).
+2. everything ``common.data.load_classification_dataset`` reads (the phantom, a datalist, a ``path,label`` CSV,
+   one sub-folder per class), including an archive that ships its own split: a ``Train``/``train``/``Training``/
+   ``training`` sub-folder of class folders (the Kaggle ISIC layout of ``../shared/data/isic9``) is the data set, and
+   a ``Test``/``test``/``Testing``/``testing`` folder beside it, when there is one, the external test set.
 
 Every image is read once at loading (``validate_images(channels="rgb")``): a corrupt file, a NaN, a channel count
 other than 1 (grey, repeated to RGB), 3 or 4 (RGBA, alpha dropped), or a side under ``MIN_SIDE`` px stops there with
@@ -31,7 +31,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import Compose, EnsureTyped, Resized, ScaleIntensityRanged
 
-from common.data.classification import load_classification_dataset, validate_images
+from common.data.classification import choose_external_test, read_data_set, validate_images
 from common.data.io import MIN_SIDE, image_loader
 from common.data.transforms import CheckImaged
 from common.errors import DataError
@@ -40,7 +40,6 @@ __all__ = ["ISIC_CLASSES", "ToRGBd", "load_skin_dataset", "read_isic_ground_trut
 
 #: ISIC 2017's three classes, in the label order the phantom uses too.
 ISIC_CLASSES = ("nevus", "melanoma", "seborrheic_keratosis")
-_TRAIN_FOLDERS = ("Train", "train", "Training", "training")
 _ISIC_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
@@ -120,32 +119,21 @@ def load_skin_dataset(
     required_classes: Sequence[str] = (),
     min_per_class: int = 1,
     validate: bool = True,
+    test_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Find, read and check a dermoscopy data set (see the module docstring for the layouts).
 
-    ``required_classes`` (e.g. the classes to synthesise) must be among the data set's classes.
+    ``required_classes`` (e.g. the classes to synthesise) must be among the data set's classes. ``test_dir``: an
+    external test set in any of the same layouts, read by this function with the data set's classes (a class may be
+    absent from it); without it, a test part that ``dataset_dir`` ships is the external test set (see
+    ``common.data.classification.choose_external_test``).
 
-    Returns the dict of ``load_classification_dataset`` (``items``, ``class_names``, ``source``, ``datalist``) plus
-    ``dataset_dir`` and ``counts`` (images per class). The tasks (melanoma vs rest, multi-class) are made from it
-    by the protocol (``common.protocol.tasks``), on the same folds.
+    Returns the dict of ``load_classification_dataset`` (``items``, ``class_names``, ``source``, ``datalist``,
+    ``external_test``) plus ``dataset_dir`` and ``counts`` (images per class). The tasks (melanoma vs rest,
+    multi-class) are made from it by the protocol (``common.protocol.tasks``), on the same folds.
     """
     path = Path(os.path.abspath(os.path.expanduser(str(dataset_dir))))
-    is_phantom = phantom_dir is not None and path == Path(os.path.abspath(os.path.expanduser(str(phantom_dir))))
-    isic_csv = None
-    if not is_phantom and path.exists():
-        if path.is_file() and path.suffix.lower() == ".csv" and _is_isic(path):
-            isic_csv = path
-        elif path.is_dir():
-            isic_csv = _isic_csv_in(path)
-    if isic_csv is not None:
-        dataset = read_isic_ground_truth(isic_csv)
-        if class_names is not None and list(class_names) != dataset["class_names"]:
-            raise DataError(f"'{isic_csv}': ISIC classes {dataset['class_names']} differ from class_names")
-    else:
-        nested = next((path / n for n in _TRAIN_FOLDERS if not is_phantom and (path / n).is_dir()), None)
-        dataset = load_classification_dataset(
-            nested or path, phantom=phantom, phantom_dir=phantom_dir, class_names=class_names, min_per_class=1
-        )
+    dataset = _read_skin(path, phantom=phantom, phantom_dir=phantom_dir, class_names=class_names, external=False)
     absent = [c for c in required_classes if c not in dataset["class_names"]]
     if absent:
         raise DataError(
@@ -160,7 +148,50 @@ def load_skin_dataset(
     few = {name: n for name, n in counts.items() if n < max(1, min_per_class)}
     if few:
         raise DataError(f"dataset_dir '{path}': class(es) {few} have fewer than {max(1, min_per_class)} images")
-    return dict(dataset, dataset_dir=str(path), counts=counts)
+
+    def read_external(test_path: Path) -> dict:
+        return _read_skin(test_path, phantom=None, phantom_dir=None, class_names=dataset["class_names"], external=True)
+
+    dataset["dataset_dir"] = str(path)
+    external = choose_external_test(dataset, test_dir, read_external)
+    if validate and external is not None:
+        validate_images(external["items"], channels="rgb", spatial_dims=2)
+    return dict(dataset, dataset_dir=str(path), counts=counts, external_test=external)
+
+
+def _read_skin(
+    path: Path,
+    *,
+    phantom: Any,
+    phantom_dir: str | os.PathLike | None,
+    class_names: Sequence[str] | None,
+    external: bool,
+) -> dict[str, Any]:
+    """The data set at ``path`` without choosing its external test set (``embedded_test``: the test part it ships).
+    ``external``: it is an external test set (a class may be absent)."""
+    is_phantom = phantom_dir is not None and path == Path(os.path.abspath(os.path.expanduser(str(phantom_dir))))
+    isic_csv = None
+    if not is_phantom and path.exists():
+        if path.is_file() and path.suffix.lower() == ".csv" and _is_isic(path):
+            isic_csv = path
+        elif path.is_dir():
+            isic_csv = _isic_csv_in(path)
+    if isic_csv is not None:
+        dataset = read_isic_ground_truth(isic_csv)
+        if class_names is not None and list(class_names) != dataset["class_names"]:
+            raise DataError(f"'{isic_csv}': ISIC classes {dataset['class_names']} differ from class_names")
+        return dict(dataset, dataset_dir=str(path), embedded_test=None)
+    # everything else, the Train/ + Test/ archive of isic9 included, is the generic reader's
+    return read_data_set(
+        path,
+        phantom=phantom,
+        phantom_dir=phantom_dir,
+        class_names=class_names,
+        min_per_class=1,
+        external=external,
+        extra_layouts=[("ISIC ground truth", "a .csv with columns image_id,melanoma[,seborrheic_keratosis] and the "
+                        "images <image_id>.jpg|.png beside or below it")],
+    )  # fmt: skip
 
 
 class ToRGBd(CheckImaged):

@@ -3,7 +3,7 @@
 # so that `$import common.engines` in a bundle config reaches `common.engines.recipes.*` and `.model_file.*`
 from common.engines import model_file, recipes
 from common.engines.classifier_training import ClassifierRecipe, evaluate_classifier, fit_classifier, predict_probs
-from common.engines.gan_trainer import GANTrainer, make_ema, prepare_gan_batch
+from common.engines.gan_engine import GANTrainer, make_ema, prepare_gan_batch
 from common.engines.gan_training import GANRecipe, fit_gan, fit_gans, load_generators
 from common.engines.generation import GeneratorEvaluator, LatentDataset, SyntheticSetWriter, generate_synthetic_set
 from common.engines.handlers import LossHistory, NaNGuard, SampleGridSaver, attach_resume, latest_checkpoint

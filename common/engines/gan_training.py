@@ -31,7 +31,7 @@ from torch.utils.data import DistributedSampler
 
 from common.data.datasets import cached_dataset
 from common.engines import distributed
-from common.engines.gan_trainer import GANTrainer, prepare_gan_batch
+from common.engines.gan_engine import GANTrainer, prepare_gan_batch
 from common.engines.handlers import FinalCheckpoint, LossHistory, NaNGuard, RNGState, SampleGridSaver, attach_resume
 from common.engines.memory_format import to_channels_last
 from common.errors import DataError
@@ -377,14 +377,25 @@ def fit_gans(
         raise ValueError("per_class=False needs a conditional objective (e.g. ACGANObjective)")
     folders: dict[str, str] = {}
     if per_class:
-        for label, name in enumerate(class_names):
-            if name not in wanted:
-                continue
-            subset = [it for it in items if int(it[label_key]) == label]
+        todo = [(label, name) for label, name in enumerate(class_names) if name in wanted]
+        subsets = {name: [it for it in items if int(it[label_key]) == label] for label, name in todo}
+        # the whole run's ETA: with a step budget every GAN costs the same; by epochs, in proportion to its images
+        work = {n: 1.0 if fit_kwargs.get("total_steps") else float(len(s)) for n, s in subsets.items()}
+        spent, done_work = 0.0, 0.0
+        for k, (_, name) in enumerate(todo):
+            subset = subsets[name]
             if not subset:
                 raise DataError(f"class '{name}' has no training images: cannot train its GAN")
-            logger.info(f"training the GAN of class '{name}' on {len(subset)} images")
+            logger.info(f"training the GAN of class '{name}' on {len(subset)} images ({k + 1} of {len(todo)})")
+            started = time.perf_counter()
             folders[name] = train(subset, str(Path(output_dir) / name))["output_dir"]
+            spent, done_work = spent + time.perf_counter() - started, done_work + work[name]
+            left = sum(work[n] for _, n in todo[k + 1 :])
+            if left:
+                logger.info(
+                    f"GAN {k + 1} of {len(todo)} done ({spent / 60:.1f} min so far); the other "
+                    f"{len(todo) - k - 1}: about {spent / done_work * left / 60:.1f} min more"
+                )
     else:
         folders["conditional"] = train(items, str(Path(output_dir) / "conditional"))["output_dir"]
     return folders

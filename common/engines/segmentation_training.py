@@ -1,8 +1,11 @@
-"""Train and apply the downstream brain tumour segmenter (MONAI ``SupervisedTrainer``) on axial slices.
+"""Train and apply the downstream brain tumour segmenter (MONAI ``SupervisedTrainer`` / ``SupervisedEvaluator``).
 
 Targets are BraTS's three overlapping regions (tumour core, whole tumour, enhancing tumour) as sigmoid channels,
-as in MONAI's BraTS tutorial. Model selection is on the mean per-case Dice of a *validation* set of cases; the
-test cases are never seen. Predictions are made slice by slice and stacked, and Dice is scored per case volume.
+as in MONAI's BraTS tutorial. The network sees axial slices; it is trained on slices with brain and applied to whole
+case volumes by MONAI's ``SliceInferer``, exactly as the deployed bundle (``brain_pix2pix/configs/segment.json``)
+applies it: sigmoid, threshold 0.5, Dice per case volume. Model selection (MONAI ``ValidationHandler`` +
+``CheckpointSaver`` of the key metric, as ``fit_classifier``) is on the mean per-case Dice of a *validation* set of
+cases; the test cases are never seen, and ``evaluate_segmenter`` scores them with the same evaluator.
 """
 
 from __future__ import annotations
@@ -15,27 +18,37 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ignite.engine import Events
 from monai.data import DataLoader
-from monai.engines import SupervisedTrainer
-from monai.handlers import StatsHandler
+from monai.engines import SupervisedEvaluator, SupervisedTrainer
+from monai.handlers import CheckpointSaver, IgniteMetricHandler, StatsHandler, ValidationHandler, from_engine
+from monai.inferers import Inferer, SliceInferer
 from monai.losses import DiceCELoss
-from monai.transforms import Compose, EnsureTyped, Lambdad, LoadImaged
+from monai.transforms import Activationsd, AsDiscreted, Compose, EnsureTyped, Lambdad, LoadImaged
 from monai.utils import set_determinism
 from torch import nn
 
 from common.data.brain import slice_items
 from common.data.brain_transforms import SelectSliced, brats_regions
 from common.data.datasets import cached_dataset
-from common.data.io import read_image
 from common.engines.handlers import LossHistory
 from common.engines.memory_format import plain_tensor, to_channels_last
 from common.errors import DataError
-from common.metrics.segmentation import REGIONS, brats_dice
+from common.metrics.segmentation import REGIONS, brats_dice_metric
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SegmenterRecipe", "evaluate_segmenter", "fit_segmenter", "predict_case", "segmentation_transforms"]
+__all__ = [
+    "SegmenterRecipe",
+    "case_evaluator",
+    "case_transforms",
+    "evaluate_segmenter",
+    "fit_segmenter",
+    "segmentation_transforms",
+    "slice_inferer",
+]
+
+#: the evaluator's key metric: mean Dice over the validation cases and the three regions
+KEY_METRIC = "val_dice_mean"
 
 
 @dataclass
@@ -58,6 +71,27 @@ def segmentation_transforms() -> Compose:
     )
 
 
+def case_transforms() -> Compose:
+    """Case item -> ``image`` (C, H, W, D) float32 and ``label`` (3, H, W, D) float64: TC, WT, ET.
+
+    The label is float64 so that MONAI's Dice sums voxels in double precision: each case's Dice is then the exact
+    fraction ``2 |P & T| / (|P| + |T|)`` that ``common.metrics.segmentation.brats_dice`` gives.
+    """
+    return Compose(
+        [
+            LoadImaged(["image", "label"], ensure_channel_first=True, image_only=True),
+            Lambdad("label", brats_regions),
+            EnsureTyped(["image", "label"], dtype=[torch.float32, torch.float64], track_meta=False),
+        ]
+    )
+
+
+def slice_inferer(roi_size: Sequence[int] = (-1, -1), sw_batch_size: int = 16) -> SliceInferer:
+    """The inferer of ``segment.json``: each axial slice of a (B, C, H, W, D) volume through the 2-D network, in
+    batches of ``sw_batch_size`` slices; ``roi_size`` -1 is the whole slice (the bundle's ``image_size``)."""
+    return SliceInferer(roi_size=tuple(roi_size), spatial_dim=2, sw_batch_size=sw_batch_size)
+
+
 def _prepare_batch(batchdata, device=None, non_blocking=False, flip: bool = False, **kwargs):
     image = plain_tensor(batchdata["image"]).to(device=device, non_blocking=non_blocking).float()
     label = plain_tensor(batchdata["label"]).to(device=device, non_blocking=non_blocking).float()
@@ -66,28 +100,46 @@ def _prepare_batch(batchdata, device=None, non_blocking=False, flip: bool = Fals
     return to_channels_last(image), to_channels_last(label)
 
 
-@torch.no_grad()
-def predict_case(network: nn.Module, case: dict, *, device="cpu", batch_size: int = 16) -> np.ndarray:
-    """Binary regions (3, H, W, D) for one prepared case, predicted slice by slice (slices without brain: 0)."""
-    image = read_image(case["image"])  # (C, H, W, D)
-    out = np.zeros((len(REGIONS), *image.shape[1:]), np.uint8)
-    zs = list(case.get("slices") or range(image.shape[-1]))
-    network.eval()
-    for i in range(0, len(zs), batch_size):
-        chunk = zs[i : i + batch_size]
-        x = torch.as_tensor(np.stack([image[..., z] for z in chunk])).to(device)
-        logits = network(to_channels_last(x)).float().cpu().numpy()
-        for j, z in enumerate(chunk):
-            out[..., z] = logits[j] > 0
-    return out
+def case_evaluator(
+    network: nn.Module,
+    cases: Sequence[dict],
+    *,
+    device: str | torch.device = "cpu",
+    inferer: Inferer | None = None,
+) -> SupervisedEvaluator:
+    """A MONAI ``SupervisedEvaluator`` over whole case volumes (batch 1): ``inferer`` (default ``slice_inferer()``),
+    sigmoid, threshold 0.5, and the key metric ``val_dice_mean`` (BraTS Dice, ``brats_dice_metric``; MONAI reduces
+    the mean in float32); the exact float64 Dice per case and region of its last run is in
+    ``state.metric_details["val_dice_mean"]`` (cases in order; TC, WT, ET)."""
+    items = [{"image": c["image"], "label": c["label"]} for c in cases]
+    loader = DataLoader(cached_dataset(items, case_transforms()), batch_size=1, shuffle=False, num_workers=0)
+    return SupervisedEvaluator(
+        device=torch.device(device),
+        val_data_loader=loader,
+        network=network,
+        inferer=inferer if inferer is not None else slice_inferer(),
+        postprocessing=Compose([Activationsd("pred", sigmoid=True), AsDiscreted("pred", threshold=0.5)]),
+        key_val_metric={
+            KEY_METRIC: IgniteMetricHandler(
+                metric_fn=brats_dice_metric(), output_transform=from_engine(["pred", "label"]), save_details=True
+            )
+        },
+    )
 
 
-def evaluate_segmenter(network: nn.Module, cases: Sequence[dict], *, device="cpu") -> dict:
-    """Per-case Dice (WT, TC, ET) and their means: ``{"dice_wt": mean, ..., "per_case": [{case_id, dice_*}]}``."""
-    per_case = []
-    for case in cases:
-        scores = brats_dice(predict_case(network, case, device=device), read_image(case["label"]))
-        per_case.append({"case_id": case["case_id"], **scores})
+def evaluate_segmenter(
+    network: nn.Module, cases: Sequence[dict], *, device="cpu", inferer: Inferer | None = None
+) -> dict:
+    """Per-case Dice (WT, TC, ET) and their means: ``{"dice_tc": mean, ..., "dice_mean", "per_case": [{case_id,
+    dice_*}]}``, by ``case_evaluator`` (the deployed bundle's inference path)."""
+    cases = list(cases)
+    evaluator = case_evaluator(network, cases, device=device, inferer=inferer)
+    evaluator.run()
+    scores = evaluator.state.metric_details[KEY_METRIC].double().cpu()  # (cases, regions)
+    per_case = [
+        {"case_id": case["case_id"], **{f"dice_{r}": float(row[i]) for i, r in enumerate(REGIONS)}}
+        for case, row in zip(cases, scores, strict=True)
+    ]
     out = {f"dice_{r}": float(np.mean([c[f"dice_{r}"] for c in per_case])) for r in REGIONS}
     out["dice_mean"] = float(np.mean([out[f"dice_{r}"] for r in REGIONS]))
     out["per_case"] = per_case
@@ -108,11 +160,14 @@ def fit_segmenter(
     val_interval: int = 1,
     init_weights: str | None = None,
     flip: bool = True,
+    inferer: Inferer | None = None,
 ) -> dict:
-    """Train on the slices of ``train_cases``; keep the epoch with the best mean validation Dice.
+    """Train on the slices of ``train_cases``; keep the epoch with the best mean validation Dice of ``val_cases``
+    (``case_evaluator`` with ``inferer``, every ``val_interval`` epochs).
 
     ``init_weights``: a state-dict file to start from (fine-tuning a segmenter pre-trained on synthetic cases).
-    Writes ``best_model.pt`` and ``train_log.csv``; returns ``{"network", "model_file", "best_metric", "best_epoch"}``.
+    Writes ``best_model.pt`` (the network's state dict) and ``train_log.csv``; returns ``{"network" (eval, best
+    weights), "model_file", "best_metric", "best_epoch"}``.
     """
     items = slice_items(train_cases, keys=("image", "label"))
     if not items:
@@ -136,6 +191,16 @@ def fit_segmenter(
     if init_weights:
         network.load_state_dict(torch.load(init_weights, map_location=device, weights_only=True))
     optimizer = recipe.optimizer(network.parameters())
+    evaluator = case_evaluator(network, val_cases, device=device, inferer=inferer)
+    best_file = out / "best_model.pt"
+    CheckpointSaver(
+        save_dir=str(out),
+        save_dict={"network": network},
+        save_key_metric=True,
+        key_metric_filename=best_file.name,
+        key_metric_greater_or_equal=False,
+    ).attach(evaluator)
+    StatsHandler(name="synthaug.segmenter", iteration_log=False, output_transform=lambda x: None).attach(evaluator)
     trainer = SupervisedTrainer(
         device=device,
         max_epochs=max_epochs,
@@ -145,22 +210,8 @@ def fit_segmenter(
         loss_function=DiceCELoss(sigmoid=True, smooth_nr=1e-5, smooth_dr=1e-5),
         prepare_batch=lambda b, d=None, nb=False, **kw: _prepare_batch(b, d, nb, flip=flip),
         decollate=False,
+        train_handlers=[ValidationHandler(validator=evaluator, interval=max(1, int(val_interval)), epoch_level=True)],
     )
-    best_file = out / "best_model.pt"
-    best = {"metric": -1.0, "epoch": 0}
-
-    def validate(engine) -> None:
-        score = evaluate_segmenter(network, val_cases, device=device)["dice_mean"]
-        network.train()
-        if score > best["metric"]:
-            best.update(metric=score, epoch=engine.state.epoch)
-            tmp = best_file.with_name(f".{best_file.name}.tmp-{os.getpid()}")
-            torch.save(network.state_dict(), tmp)
-            os.replace(tmp, best_file)
-        engine.state.metrics["val_dice_mean"] = score
-        logger.info(f"epoch {engine.state.epoch}: validation mean Dice {score:.4f} (best {best['metric']:.4f})")
-
-    trainer.add_event_handler(Events.EPOCH_COMPLETED(every=max(1, int(val_interval))), validate)
     LossHistory(str(out)).attach(trainer)
     StatsHandler(name="synthaug.segmenter", iteration_log=False, output_transform=lambda x: None).attach(trainer)
     trainer.run()
@@ -174,6 +225,6 @@ def fit_segmenter(
     return {
         "network": network.eval(),
         "model_file": str(best_file),
-        "best_metric": best["metric"],
-        "best_epoch": best["epoch"],
+        "best_metric": float(evaluator.state.best_metric),
+        "best_epoch": int(evaluator.state.best_metric_epoch),
     }

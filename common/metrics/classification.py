@@ -4,14 +4,31 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from monai.metrics import compute_roc_auc
+from monai.metrics import compute_confusion_matrix_metric, compute_roc_auc
 
 
 def confusion_matrix(pred: np.ndarray, true: np.ndarray, num_classes: int) -> np.ndarray:
-    """``cm[t, p]`` = number of samples of true class t predicted as p."""
+    """``cm[t, p]`` = number of samples of true class t predicted as p.
+
+    Hand-written because MONAI has no K x K matrix: ``monai.metrics.get_confusion_matrix`` gives one-vs-rest counts
+    (TP, FP, TN, FN) per class, which lose *which* class a miss went to. With 3 classes, true (0, 1, 2) predicted as
+    (1, 2, 0) or as (2, 0, 1) give the same MONAI counts (each class TP 0, FP 1, TN 1, FN 1) and different matrices;
+    the report publishes the matrix. ``one_vs_rest_counts`` of this matrix equal MONAI's counts (tests/metrics).
+    """
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(cm, (np.asarray(true, int), np.asarray(pred, int)), 1)
     return cm
+
+
+def one_vs_rest_counts(cm: np.ndarray) -> np.ndarray:
+    """(K, 4) counts per class of a confusion matrix ``cm[t, p]``: TP, FP, TN, FN, in the order of MONAI's
+    ``get_confusion_matrix`` (so MONAI's ``compute_confusion_matrix_metric`` reads them)."""
+    cm = np.asarray(cm, dtype=np.int64)
+    tp = np.diag(cm)
+    fn = cm.sum(1) - tp
+    fp = cm.sum(0) - tp
+    tn = cm.sum() - tp - fn - fp
+    return np.stack([tp, fp, tn, fn], axis=-1)
 
 
 #: the metrics that need every class in the test set: each comes from the one confusion matrix of a fold
@@ -39,13 +56,11 @@ def metrics_from_confusion(cm: np.ndarray, class_names: list[str] | tuple[str, .
     """
     cm = np.asarray(cm, dtype=np.int64)
     k = len(class_names)
-    tp = np.diag(cm).astype(float)
-    fn = cm.sum(1) - tp
-    fp = cm.sum(0) - tp
-    tn = cm.sum() - tp - fn - fp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        sens = np.where(tp + fn > 0, tp / (tp + fn), np.nan)
-        spec = np.where(tn + fp > 0, tn / (tn + fp), np.nan)
+    counts = torch.as_tensor(one_vs_rest_counts(cm), dtype=torch.float64)
+    tp = counts[:, 0].numpy()
+    # one-vs-rest recall and specificity per class, NaN where a class has no sample (resp. no other sample)
+    sens = compute_confusion_matrix_metric("sensitivity", counts).numpy()
+    spec = compute_confusion_matrix_metric("specificity", counts).numpy()
     n = int(cm.sum())
     missing = [str(name) for i, name in enumerate(class_names) if cm[i].sum() == 0]
     undefined: dict[str, str] = {}
@@ -102,3 +117,19 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, class_names: l
             metrics["undefined"].setdefault("auc", "ROC AUC not computable")
     keys = ("accuracy", "balanced_accuracy", "sensitivity", "specificity")
     return {**{m: metrics[m] for m in keys}, "auc": auc, **{m: v for m, v in metrics.items() if m not in keys}}
+
+
+def binary_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """ROC AUC of ``scores`` for ``labels`` in {0, 1} (Mann-Whitney, ties count half); NaN with one class."""
+    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels).astype(bool)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores), dtype=np.float64)
+    sorted_scores = scores[order]
+    # average ranks of ties
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    avg = first + (counts - 1) / 2.0 + 1.0
+    ranks[order] = np.repeat(avg, counts)
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))

@@ -35,7 +35,11 @@ so by post-processing G and its samples inherit D's (epsilon, delta). What it do
 - what is logged is post-processing of the mechanism's output only: ``attach`` makes ``engine.state.output`` a
   ``PublicOutput`` holding the ``PUBLIC_OUTPUT_KEYS`` (G's losses, computed on fakes through D) before any handler
   reads it, so ``d_loss``, ``d_real``, ``d_real_sign`` and every other value of D's pass over the private batch never
-  reach ``train_log.csv``, the history, TensorBoard or MLflow.
+  reach ``train_log.csv``, the history, TensorBoard or MLflow;
+- the privacy unit is one record (one training image): epsilon bounds the add/remove of one image;
+- an empirical check beside the accountant: ``audit_canaries`` > 0 adds to ``summary()`` the one-run canary audit
+  (``common.privacy.canary_audit``) of this very mechanism (``make_private``) at the run's (sigma, C, q, steps), an
+  epsilon *lower* bound that a correct mechanism keeps below the accountant's epsilon.
 
 Several ranks (torchrun): the mechanism must stay the one the accountant describes, a Poisson-subsampled Gaussian
 on the *whole* data set with rate q, noise ``sigma * C`` added *once* to the sum of clipped gradients:
@@ -206,6 +210,10 @@ class DPSGDDiscriminator:
         accountant: ``"prv"`` (default) or ``"rdp"`` (looser); ``"gdp"`` is refused (an approximation).
         epsilon_tolerance: with ``target_epsilon``, sigma is searched (``noise_for_epsilon``) until the epsilon it
             ends at lies in ``[target - tolerance, target]`` (never above the target).
+        audit_canaries: when > 0, ``summary()`` also carries ``"audit"``: the one-run canary audit
+            (``common.privacy.canary_audit``) with this many canaries at this run's (sigma, C, q, steps), an
+            empirical epsilon *lower* bound beside the accountant's upper bound. It runs the same mechanism on public
+            filler and canaries, never on the private images, so it may be released. Seconds on a CPU.
 
     There is no seed: the noise, the Poisson sampling and the augmentation draws come from ``secret_generator``
     (fresh OS entropy at every start and resume), and no switch turns that off (see the module docstring).
@@ -223,6 +231,7 @@ class DPSGDDiscriminator:
         max_grad_norm: float = 1.0,
         accountant: str = "prv",
         epsilon_tolerance: float = 0.01,
+        audit_canaries: int = 0,
     ) -> None:
         if (noise_multiplier is None) == (target_epsilon is None):
             raise ValueError("DPSGDDiscriminator: give exactly one of noise_multiplier and target_epsilon")
@@ -237,6 +246,8 @@ class DPSGDDiscriminator:
         if self.epsilon_tolerance <= 0:
             raise ValueError(f"epsilon_tolerance must be > 0, got {epsilon_tolerance}")
         self._epsilon_cache: dict[tuple, float] = {}
+        self.audit_canaries = int(audit_canaries)
+        self._audit_cache: dict[tuple, dict] = {}
         self.engine = None
         self.discriminator = None
         self.optimizer = None
@@ -245,6 +256,15 @@ class DPSGDDiscriminator:
         self.sampling_generator: torch.Generator | None = None
 
     # ------------------------------------------------------------------ wiring
+
+    def cache_settings(self) -> dict:
+        """What makes this mechanism (``common.protocol.cache`` keys reused results by it), not what it wrapped."""
+        keys = ("target_epsilon", "target_delta", "max_grad_norm", "accountant_name", "epsilon_tolerance")
+        settings = {k: getattr(self, k) for k in keys}
+        # wrapping computes the noise multiplier from a target epsilon: then it is a result, not a setting
+        settings["noise_multiplier"] = self.noise_multiplier if self.target_epsilon is None else None
+        return settings
+
     def check(self, discriminator: nn.Module, objective, d_steps: int, d_regularizer) -> None:
         """Refuse configurations under which the accountant's epsilon would not hold (one clear message each)."""
         from opacus.validators import ModuleValidator
@@ -277,9 +297,22 @@ class DPSGDDiscriminator:
 
         Every call draws new secret generators for the noise (on D's device) and the Poisson sampling: a resumed run
         (``fit_gan`` wraps again) continues with fresh randomness, never the first run's."""
+        self.check(discriminator, objective, d_steps, d_regularizer)
+        module, opt, loader = self.make_private(discriminator, d_optimizer, data_loader, max_epochs)
+        return {"discriminator": module, "d_optimizer": opt, "data_loader": loader}
+
+    def make_private(
+        self, discriminator: nn.Module, d_optimizer, data_loader, max_epochs: int = 1, across_ranks: bool | None = None
+    ) -> tuple:
+        """The mechanism itself, without the GAN checks of ``wrap``: Opacus' ``make_private`` on ``discriminator``,
+        ``d_optimizer`` and ``data_loader`` (Poisson sampling at q = 1 / len(loader), clipping to ``max_grad_norm``,
+        noise ``sigma * C`` robust to floating-point attacks, the accountant's hook), with new secret generators for
+        the noise and the sampling. Returns ``(module, optimizer, loader)``. ``wrap`` calls it; so does the canary
+        audit (``common.privacy.canary_audit``), which therefore audits this very code path. ``across_ranks``: the
+        torchrun mechanism (shards, noise on rank 0 only); None follows the process group, False keeps this process
+        to itself (the audit runs inside one rank)."""
         from opacus import PrivacyEngine
 
-        self.check(discriminator, objective, d_steps, d_regularizer)
         # secure_mode=False only because Opacus' secure mode needs torchcsprng; its two effects are done here:
         # secret generators (below) and the floating-point-safe noise (optimizer.secure_mode, after make_private)
         with warnings.catch_warnings():  # its "Secure RNG turned off" advice does not apply: see above
@@ -306,14 +339,16 @@ class DPSGDDiscriminator:
             )  # fmt: skip
         from common.engines import distributed
 
-        if distributed.is_distributed():
+        across_ranks = distributed.is_distributed() if across_ranks is None else bool(across_ranks)
+        if across_ranks:
             module, opt, loader = self._make_private_distributed(sigma, **common)
         else:
             module, opt, loader = self.engine.make_private(noise_multiplier=sigma, **common)
         _sample_batches_with(loader, self.sampling_generator)
         _empty_batches_as_dicts(loader)
         opt.secure_mode = True  # Opacus' noise robust to floating-point attacks (a sum of 4 Gaussian draws)
-        if opt.generator is not (self.noise_generator if distributed.is_rank0() else None):  # only rank 0 adds noise
+        # across ranks only rank 0 adds noise
+        if opt.generator is not (self.noise_generator if not across_ranks or distributed.is_rank0() else None):
             raise RuntimeError("DP-SGD: the optimiser does not draw its noise from the secret generator")
         self.discriminator, self.optimizer = module, opt
         self.noise_multiplier = float(opt.noise_multiplier)
@@ -322,7 +357,7 @@ class DPSGDDiscriminator:
             f"DP-SGD on D: sigma={self.noise_multiplier:.4g}, C={self.max_grad_norm}, q={self.sample_rate:.4g}, "
             f"accountant={self.accountant_name}, ranks={distributed.world_size()}"
         )
-        return {"discriminator": module, "d_optimizer": opt, "data_loader": loader}
+        return module, opt, loader
 
     def _make_private_distributed(self, sigma, *, module, optimizer, data_loader, max_grad_norm, noise_generator, **_):
         """``make_private`` for several ranks without a DDP wrapper (our trainer averages gradients itself):
@@ -383,7 +418,23 @@ class DPSGDDiscriminator:
             self._epsilon_cache[key] = float(self.engine.accountant.get_epsilon(delta=delta))
         return self._epsilon_cache[key]
 
+    def audit(self) -> dict | None:
+        """The canary audit at this run's settings (``audit_canaries`` canaries; None when 0 or before a step)."""
+        if self.audit_canaries <= 0 or self.steps == 0 or self.sample_rate is None:
+            return None
+        key = (self.noise_multiplier, self.sample_rate, self.steps, self.max_grad_norm, self.target_delta)
+        if key not in self._audit_cache:  # summary() may be called more than once: one audit per setting
+            from common.privacy.canary_audit import audit_dp_sgd
+
+            self._audit_cache[key] = audit_dp_sgd(
+                self.noise_multiplier, sample_rate=self.sample_rate, steps=self.steps,
+                max_grad_norm=self.max_grad_norm, delta=self.target_delta, canaries=self.audit_canaries,
+                accountant=self.accountant_name,
+            )  # fmt: skip
+        return self._audit_cache[key]
+
     def summary(self) -> dict:
+        audit = self.audit()
         return {
             "mode": self.mode,
             "guarantee": f"({self.epsilon():.4g}, {self.target_delta:g})-DP for the discriminator's training images",
@@ -396,6 +447,7 @@ class DPSGDDiscriminator:
             "sample_rate": self.sample_rate,
             "steps": self.steps,
             "target_epsilon": self.target_epsilon,
+            **({} if audit is None else {"audit": audit}),
         }
 
     def state_dict(self) -> dict:

@@ -6,7 +6,8 @@ other settings (another GAN recipe, step budget, seed, set of training images): 
 digest of its settings (``settings.json`` inside), and a folder made with different or unrecorded settings is moved
 aside to ``<folder>.stale-N`` (nothing is deleted) before the work is redone. ``describe`` turns recipes, config
 components (``functools.partial``), closures, transforms and networks into plain JSON without memory addresses, so
-the same settings give the same digest in every process.
+the same settings give the same digest in every process; an object whose attributes change while it trains (the DP
+wrapper holds the engine and optimiser it wrapped) says what its settings are with a ``cache_settings()`` method.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = ["KEY_FILE", "claim", "describe", "settings_digest"]
 
 KEY_FILE = "settings.json"
 _MAX_DEPTH = 6
+_MAX_LISTED = 32
 
 
 def _name(obj: Any) -> str:
@@ -50,7 +52,10 @@ def describe(obj: Any, depth: int = 0) -> Any:
         return {str(k): describe(v, d) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
     if isinstance(obj, list | tuple | set | frozenset):
         items = sorted(obj, key=repr) if isinstance(obj, set | frozenset) else obj
-        return [describe(v, d) for v in items]
+        described = [describe(v, d) for v in items]
+        if len(described) > _MAX_LISTED:  # a data set: its digest keeps settings.json short, and as exact
+            return {"items": len(described), "sha256": hashlib.sha256(json.dumps(described).encode()).hexdigest()}
+        return described
     if isinstance(obj, torch.Tensor):
         t = obj.detach().cpu().float()
         return {"tensor": list(obj.shape), "dtype": str(obj.dtype), "sum": round(float(t.sum()), 6)}
@@ -67,6 +72,8 @@ def describe(obj: Any, depth: int = 0) -> Any:
         return {"call": _name(obj), "closure": cells, "defaults": describe(obj.__defaults__, d)}
     if hasattr(obj, "__func__") and hasattr(obj, "__self__"):  # a bound method
         return {"method": obj.__func__.__qualname__, "of": describe(obj.__self__, d)}
+    if callable(getattr(obj, "cache_settings", None)):  # an object that changes as it trains names its settings
+        return {"type": _name(type(obj)), **describe(obj.cache_settings(), d)}
     if dataclasses.is_dataclass(obj):
         fields = {f.name: describe(getattr(obj, f.name), d) for f in dataclasses.fields(obj)}
         return {"type": _name(type(obj)), **fields}

@@ -22,9 +22,11 @@ from common.data.datalist import read_datalist
 from common.engines.classifier_training import ClassifierRecipe, evaluate_classifier, fit_classifier
 from common.engines.gan_training import GANRecipe, fit_gans, load_generators
 from common.engines.generation import generate_synthetic_set
+from common.protocol import external as external_scores
 from common.protocol.budget import equal_step_epochs
+from common.protocol.cache import claim, settings_digest
 from common.protocol.export import export_downstream
-from common.protocol.folds import load_or_make_splits, select
+from common.protocol.folds import FoldETA, load_or_make_splits, select
 from common.protocol.report import SUMMARY_METRICS, compare_arms, merge_fold_sections, summarize_arms, write_report
 from common.protocol.tasks import BACKGROUND_CLASSES, ClassificationTask, make_tasks, relabel
 
@@ -89,6 +91,9 @@ class ClassificationProtocol:
             the epochs and a difference between arms comes from the data, not from training longer. Fine-tuning
             (``pretrain_synthetic+finetune``) keeps ``finetune_epochs``. The report records the setting and each
             arm's epochs.
+        bootstrap_resamples: resamples of the bootstrap CI over external patients (``dataset["external_test"]``, the
+            external test set of ``test_dir``: every fold x arm's selected model is also scored on it, and the
+            report gets an ``external`` section; see ``common.protocol.external``).
     """
 
     def __init__(
@@ -134,6 +139,7 @@ class ClassificationProtocol:
         finetune_epochs: int | None = None,
         finetune_lr_scale: float = 1.0,
         equal_steps: bool | str | None = None,
+        bootstrap_resamples: int = 1000,
     ) -> None:
         unknown = [a for a in arms if a not in ARMS]
         if unknown:
@@ -173,6 +179,7 @@ class ClassificationProtocol:
         self.bundle, self.paper = bundle, paper
         self.audit = audit
         self.notes = list(notes)
+        self._synthetic_keys: dict[int, str] = {}  # fold -> digest of the settings that made its synthetic set
         self.device = torch.device(device)
         self.num_workers = num_workers
         self.progress = progress
@@ -184,6 +191,8 @@ class ClassificationProtocol:
         self.tasks = make_tasks(self.class_names, tasks, background_classes) if tasks else None
         self.finetune_epochs = finetune_epochs
         self.finetune_lr_scale = float(finetune_lr_scale)
+        self.external = dataset.get("external_test")  # None, or the external test set (common.protocol.external)
+        self.bootstrap_resamples = int(bootstrap_resamples)
 
     @property
     def needs_synthetic(self) -> bool:
@@ -205,15 +214,25 @@ class ClassificationProtocol:
         counts = self.synthetic_counts(train)
         if not sum(counts):
             return []
-        if datalist.is_file():
-            items = read_datalist(str(datalist))["training"]
-            if len(items) == sum(counts):
-                return items
         # per-class GANs only for the classes that get images (all classes when not balancing)
         gan_classes = (
             [c for c, n in zip(self.class_names, counts, strict=True) if n > 0] if self.per_class_gan else None
         )
         gan_dir = fold_dir / "gan"
+        settings = {
+            "gan_recipe": self.gan_recipe, "per_class": self.per_class_gan, "classes": gan_classes, "counts": counts,
+            "train": train, "transforms": self.transforms, "gan_epochs": self.gan_epochs,
+            "gan_batch_size": self.gan_batch_size, "gan_steps": self.gan_steps, "seed": self.seed + fold,
+            "repeats": self.augment_repeats if self.gan_augment else 1,
+            "augment": self.augmentation if self.gan_augment else None, "a_min": self.a_min, "a_max": self.a_max,
+            "format": self.synthetic_format,
+        }  # fmt: skip
+        # reuse (or resume) only what these settings made; other settings' GANs and images are moved aside
+        self._synthetic_keys[fold] = settings_digest(settings)
+        claim(gan_dir, settings, "GANs")
+        claim(syn_dir, settings, "synthetic images")
+        if datalist.is_file():
+            return read_datalist(str(datalist))["training"]
         fit_gans(
             self.gan_recipe,
             train,
@@ -302,8 +321,6 @@ class ClassificationProtocol:
         self, fold: int, arm: str, train, val, test, synthetic, task: ClassificationTask | None = None
     ) -> dict:
         result_file = self._arm_dir(fold, arm, task) / "result.json"
-        if result_file.is_file():
-            return json.loads(result_file.read_text())
         spec = ARMS[arm]
         class_names = list(task.class_names) if task is not None else self.class_names
         recipe, epochs = self._task_recipe(task), self.classifier_epochs
@@ -314,6 +331,17 @@ class ClassificationProtocol:
         if self.equal_steps and not spec.get("pretrain_synthetic"):  # fine-tuning keeps its own epochs
             reference = len(self._arm_items(self.equal_steps, fold, train, synthetic))
             epochs = equal_step_epochs(self.classifier_epochs, reference, len(items))
+        uses_synthetic = spec["synthetic"] or spec.get("pretrain_synthetic")
+        settings = {
+            "arm": arm, "classes": class_names, "recipe": recipe, "epochs": epochs,
+            "batch_size": self.classifier_batch_size, "seed": self.seed + fold, "train": items,
+            "val": val, "test": test, "transforms": self.transforms,
+            "augmentation": self.augmentation if spec["augment"] else None,
+            "synthetic": self._synthetic_keys.get(fold) if uses_synthetic else None,
+        }  # fmt: skip
+        claim(result_file.parent, settings, f"fold {fold} arm '{arm}' results")
+        if result_file.is_file():
+            return json.loads(result_file.read_text())
         logger.info(
             f"fold {fold}, arm '{arm}': {len(items)} training images, {epochs} epochs "
             f"({len(val)} val, {len(test)} test)"
@@ -361,7 +389,9 @@ class ClassificationProtocol:
             self.notes.append(note)
             return None
         out = self.output_dir / f"fold{fold}" / "audit"
-        if (out / "audit.json").is_file():  # done in an earlier run: the inputs are the fold's, which are fixed
+        settings = {"train": train, "test": test, "synthetic": self._synthetic_keys.get(fold)}
+        claim(out, settings, f"fold {fold} audit")
+        if (out / "audit.json").is_file():  # done in an earlier run with the same inputs
             return json.loads((out / "audit.json").read_text())
         return audit_datalists(train, test, synthetic, str(out), transforms=self.transforms)
 
@@ -373,8 +403,12 @@ class ClassificationProtocol:
         )
         per_fold: dict[str, list[dict]] = {a: [] for a in self.arms}
         per_task: dict[str, dict[str, list[dict]]] = {t.name: {a: [] for a in self.arms} for t in self.tasks or []}
+        # external scores, per task ("" without tasks) and arm: one per fold, of the models trained anyway
+        external: dict[str, dict[str, list[dict]]] = {t: {a: [] for a in self.arms} for t in self._task_names()}
         audits = []
+        eta = FoldETA(len(splits["folds"]))
         for fold, split in enumerate(splits["folds"]):
+            eta.start()
             train, val, test = (select(self.items, split[s]) for s in ("train", "val", "test"))
             synthetic = self._synthetic_items(fold, train) if self.needs_synthetic else []
             for task in self.tasks or []:
@@ -382,11 +416,16 @@ class ClassificationProtocol:
                 sets = [relabel(x, task) for x in (train, val, test, synthetic)]
                 for arm in self.arms:
                     per_task[task.name][arm].append(self._run_arm(fold, arm, *sets, task=task))
+                    if self.external is not None:
+                        external[task.name][arm].append(self._score_external(fold, arm, task))
             for arm in self.arms if not self.tasks else ():
                 per_fold[arm].append(self._run_arm(fold, arm, train, val, test, synthetic))
+                if self.external is not None:
+                    external[""][arm].append(self._score_external(fold, arm))
             audit = self._audit(fold, train, test, synthetic)
             if audit:
                 audits.append(audit)
+            eta.done(fold)
         tasks_section = self._tasks_section(per_task) if self.tasks else None
         if self.tasks:
             per_fold = per_task[self.tasks[0].name]
@@ -421,9 +460,41 @@ class ClassificationProtocol:
         if tasks_section is not None:
             report["primary_task"] = self.tasks[0].name
             report["tasks"] = tasks_section
+        if self.external is not None:
+            report["external"] = self._external_section(external)
         write_report(report, str(self.output_dir))
         logger.info(f"report written to {self.output_dir / 'report.json'}")
         return report
+
+    def _task_names(self) -> list[str]:
+        return [t.name for t in self.tasks] if self.tasks else [""]
+
+    def _score_external(self, fold: int, arm: str, task: ClassificationTask | None = None) -> dict:
+        """The arm's selected model of this fold (and task) scored on the external test set (cached beside it)."""
+        names = list(task.class_names) if task is not None else self.class_names
+        return external_scores.score_classifier(
+            self._arm_dir(fold, arm, task),
+            self._task_recipe(task).network,
+            relabel(self.external["items"], task),
+            self.transforms,
+            names,
+            device=self.device,
+        )
+
+    def _external_section(self, scores: dict[str, dict[str, list[dict]]]) -> dict:
+        """The report's ``external`` section: the primary task's arms (and, with tasks, every task's)."""
+
+        def one(task: ClassificationTask | None) -> dict:
+            names = list(task.class_names) if task is not None else self.class_names
+            return external_scores.classification_section(
+                self.external, scores[task.name if task is not None else ""], class_names=names,
+                n_resamples=self.bootstrap_resamples, seed=self.seed, comparisons=self.comparisons,
+            )  # fmt: skip
+
+        out = one(self.tasks[0] if self.tasks else None)
+        if self.tasks:
+            out["tasks"] = {t.name: one(t) for t in self.tasks}
+        return out
 
     def export_best_classifier(self, **downstream) -> dict:
         """Copy the classifier of the best arm and fold (primary task), by *validation* balanced accuracy, to

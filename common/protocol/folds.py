@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import DataError
+
+logger = logging.getLogger(__name__)
 
 
 def _patient_of(item: dict) -> str:
@@ -98,3 +102,24 @@ def select(items: Sequence[dict], patients: Sequence[str]) -> list[dict]:
     """The items whose patient is in ``patients``."""
     wanted = set(patients)
     return [it for it in items if _patient_of(it) in wanted]
+
+
+class FoldETA:
+    """One log line per finished fold with the time left for the whole protocol (folds cost about the same: same
+    arms, same step budgets); a resumed fold that reuses its results is fast, so the estimate only improves."""
+
+    def __init__(self, n_folds: int) -> None:
+        self.n, self.spent, self.finished, self._t0 = n_folds, 0.0, 0, 0.0
+
+    def start(self) -> None:
+        self._t0 = time.perf_counter()
+
+    def done(self, fold: int) -> str:
+        self.spent += time.perf_counter() - self._t0
+        self.finished += 1
+        left = self.n - self.finished
+        line = f"fold {fold + 1} of {self.n} done ({self.spent / 60:.1f} min so far)"
+        if left:
+            line += f"; the other {left}: about {self.spent / self.finished * left / 60:.1f} min more"
+        logger.info(line)
+        return line

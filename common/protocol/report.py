@@ -187,6 +187,9 @@ def review_report(report: dict) -> list[str]:
         for name, task in (report.get("tasks") or {}).items()
         if name != report.get("primary_task") and isinstance(task, dict) and "arms" in task
     ]
+    external = report.get("external")
+    if isinstance(external, dict) and "arms" in external:
+        sections.append(("external test set, ", external, False))
     lines = []
     for prefix, section, primary in sections:
         lines += _fewer_folds_lines(prefix, section.get("arms") or {})
@@ -194,40 +197,53 @@ def review_report(report: dict) -> list[str]:
     return lines
 
 
-def render_markdown(report: dict) -> str:
-    """A human summary of ``report``: per-arm table (mean ± std [95 % CI], in %), the paper's values, verdicts."""
+def arms_table(report: dict) -> list[str]:
+    """The per-arm table (mean ± std [95 % CI], in %) beside the paper's values: report.md's and the model cards'
+    (``ci/render_results.py``), one function so the two cannot disagree."""
     arms = report["arms"]
     # a report names its own metrics (e.g. Dice for segmentation); classification ones by default
     names = report.get("metric_names") or SUMMARY_METRICS
     metrics = [m for m in names if any(m in a["metrics"] for a in arms.values())]
     ref = report.get("paper_reference", {})
+    lines = ["| arm | " + " | ".join(metrics) + " | paper |", "|---|" + "---|" * (len(metrics) + 1)]
+    for arm, res in arms.items():
+        paper = ", ".join(f"{k} {100 * v:.1f}" for k, v in ref.get(arm, {}).items()) or "-"
+        lines.append(f"| {arm} | " + " | ".join(_fmt(res["metrics"].get(m)) for m in metrics) + f" | {paper} |")
+    return lines
+
+
+def comparison_lines(report: dict) -> list[str]:
+    """One line per compared pair and metric: the paired difference, its 95 % CI and the verdict."""
+    lines = []
+    for name, res in (report.get("comparisons") or {}).items():
+        for m in report.get("metric_names") or ("accuracy", "sensitivity", "specificity", "auc"):
+            if m in res:
+                s = res[m]
+                folds = f" (over {s['n']} of {s['n'] + s['n_nan']} folds)" if s.get("n_nan") else ""
+                lines.append(
+                    f"- {name}, {m}: difference {100 * s['mean']:+.1f} points "
+                    f"[{100 * s['ci95'][0]:+.1f}, {100 * s['ci95'][1]:+.1f}]{folds} -> **{s['verdict']}**"
+                )
+    return lines
+
+
+def render_markdown(report: dict) -> str:
+    """A human summary of ``report``: per-arm table (mean ± std [95 % CI], in %), the paper's values, verdicts."""
     lines = [
         f"# {report['bundle']}: {report.get('paper', '')}",
         "",
         f"Data set: **{report.get('dataset', '?')}**; {report.get('folds')} patient-separated folds; seed "
         f"{report.get('seed')}. Values in %: mean ± std across folds [95 % CI of the mean, Student t].",
         "",
-        "| arm | " + " | ".join(metrics) + " | paper |",
-        "|---|" + "---|" * (len(metrics) + 1),
+        *arms_table(report),
     ]
-    for arm, res in arms.items():
-        paper = ", ".join(f"{k} {100 * v:.1f}" for k, v in ref.get(arm, {}).items()) or "-"
-        lines.append(f"| {arm} | " + " | ".join(_fmt(res["metrics"].get(m)) for m in metrics) + f" | {paper} |")
     warnings = report["warnings"] if "warnings" in report else review_report(report)
     if warnings:
         lines += ["", "## Warnings", ""] + [f"- **warning**: {w}" for w in warnings]
     if report.get("comparisons"):
-        lines += ["", "## Does the synthetic data help?", ""]
-        for name, res in report["comparisons"].items():
-            for m in report.get("metric_names") or ("accuracy", "sensitivity", "specificity", "auc"):
-                if m in res:
-                    s = res[m]
-                    folds = f" (over {s['n']} of {s['n'] + s['n_nan']} folds)" if s.get("n_nan") else ""
-                    lines.append(
-                        f"- {name}, {m}: difference {100 * s['mean']:+.1f} points "
-                        f"[{100 * s['ci95'][0]:+.1f}, {100 * s['ci95'][1]:+.1f}]{folds} -> **{s['verdict']}**"
-                    )
+        lines += ["", "## Does the synthetic data help?", "", *comparison_lines(report)]
     lines += _task_lines(report)
+    lines += external_lines(report)
     for section in ("synthesis", "privacy"):
         if report.get(section):
             lines += ["", f"## {section.capitalize()}", "", "```", json.dumps(report[section], indent=1)[:4000], "```"]
@@ -237,6 +253,68 @@ def render_markdown(report: dict) -> str:
         lines += ["", "## Values that could not be computed (null in report.json)", ""]
         lines += [f"- {u}" for u in report["undefined"]]
     return "\n".join(lines) + "\n"
+
+
+def external_lines(report: dict, level: int = 2) -> list[str]:
+    """The "External test set" part of report.md (and of the model cards: ``ci/render_results.py``): the arms table
+    of ``report["external"]`` (``arms_table`` of a report-shaped dict: mean ± std [95 % CI] over the folds' models),
+    then the bootstrap 95 % CI over external patients of the fold-averaged values; per task for a multi-task report.
+    ``level``: the Markdown heading level of its title. Empty without an external test set."""
+    ext = report.get("external")
+    if not isinstance(ext, dict) or not ext.get("arms"):
+        return []
+    where = ext.get("dataset_dir") or "?"
+    shared = ext.get("shared_patients") or 0
+    lines = [
+        "",
+        f"{'#' * level} External test set",
+        "",
+        f"Data set: **{ext.get('dataset', '?')}** ({ext.get('origin', 'test_dir')}: `{where}`), {ext.get('n_images')} "
+        f"images of {ext.get('n_patients')} patients, used for no training and no model selection: the selected "
+        f"model of every fold and arm scored once on all of it. Values in %: mean ± std across the "
+        f"{report.get('folds')} folds' models [95 % CI of the mean, Student t].",
+    ]
+    if shared:
+        lines += ["", f"**warning**: {shared} external patient id(s) also name patients of the data set."]
+    sections = [(None, ext)] + [(name, task) for name, task in (ext.get("tasks") or {}).items()]
+    for name, sec in sections:
+        shaped = {"arms": sec["arms"], "paper_reference": {}, "metric_names": report.get("metric_names")}
+        if name is not None:
+            lines += ["", f"{'#' * (level + 1)} {name} ({', '.join(sec.get('class_names', []))})"]
+        lines += ["", *arms_table(shaped)]
+        lines += _bootstrap_table(sec.get("bootstrap") or {})
+    return lines
+
+
+def _bootstrap_table(bootstrap: dict) -> list[str]:
+    """One row per arm: each metric's fold-averaged value [bootstrap 95 % CI over external patients], in %."""
+    names = ("accuracy", "balanced_accuracy", "auc", "dice_wt", "dice_tc", "dice_et", "dice_mean")
+    metrics = [m for m in names if any(m in b for b in bootstrap.values())]
+    if not metrics:
+        return []
+    first = next(iter(bootstrap.values()))
+    n = next((first[m].get("n_patients") for m in metrics if isinstance(first.get(m), dict)), "?")
+    lines = [
+        "",
+        f"Fold-averaged value [bootstrap 95 % CI over the {n} external patients], in %:",
+        "",
+        "| arm | " + " | ".join(metrics) + " |",
+        "|---|" + "---|" * len(metrics),
+    ]
+    for arm, res in bootstrap.items():
+        cells = []
+        for m in metrics:
+            b = res.get(m) or {}
+            lo, hi = (b.get("ci95") or [None, None])[:2]
+            value = b.get("value")
+            if value is None or not math.isfinite(value):
+                cells.append("n/a")
+            elif lo is None or hi is None:
+                cells.append(f"{100 * value:.1f}")
+            else:
+                cells.append(f"{100 * value:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]")
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _task_lines(report: dict) -> list[str]:

@@ -25,17 +25,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from monai.inferers import Inferer
 
 from common.data.brain import read_prepared
 from common.data.io import read_image
 from common.engines.gan_training import GANRecipe
-from common.engines.segmentation_training import SegmenterRecipe, evaluate_segmenter, fit_segmenter
+from common.engines.segmentation_training import SegmenterRecipe, evaluate_segmenter, fit_segmenter, slice_inferer
 from common.engines.translation import fit_pix2pix, load_generator, synthesise_cases, translate_volume
 from common.metrics.image_similarity import image_similarity
 from common.metrics.stats import summarize
+from common.protocol import external as external_scores
 from common.protocol.budget import equal_step_epochs
+from common.protocol.cache import claim, settings_digest
 from common.protocol.export import export_downstream
-from common.protocol.folds import load_or_make_splits, select
+from common.protocol.folds import FoldETA, load_or_make_splits, select
 from common.protocol.report import compare_arms, merge_fold_sections, summarize_arms, write_report
 
 logger = logging.getLogger(__name__)
@@ -76,9 +79,14 @@ class SegmentationProtocol:
         finetune_fraction: share of the real training cases used to fine-tune (at least one case).
         finetune_epochs: epochs of fine-tuning.
         audit: run the anonymisation audit; audit_max_images: cap of slices per set.
+        inferer: how the segmenter is applied to a case volume for validation and test, as the deployed bundle
+            applies it (``segment.json``'s ``inferer``; default ``common.engines.segmentation_training.slice_inferer``).
         equal_steps: give every arm the gradient steps of ``seg_epochs`` epochs over the real training slices (an
             arm with more slices gets fewer epochs); otherwise every arm trains ``seg_epochs`` epochs, and arms with
             more data also train longer, which confounds the comparison.
+        bootstrap_resamples: resamples of the bootstrap CI over external cases (``dataset["external_test"]``, the
+            prepared cases of ``test_dir``: every fold x arm's selected segmenter is also scored on them, and the
+            report gets an ``external`` section; see ``common.protocol.external``).
     """
 
     def __init__(
@@ -121,6 +129,8 @@ class SegmentationProtocol:
         notes: Sequence[str] = (),
         device: str | torch.device = "cpu",
         progress: bool = False,
+        inferer: Inferer | None = None,
+        bootstrap_resamples: int = 1000,
     ) -> None:
         unknown = [a for a in arms if a not in SEGMENTATION_ARMS]
         if unknown:
@@ -131,6 +141,7 @@ class SegmentationProtocol:
         self.sequences = list(dataset["sequences"])
         self.output_dir = Path(output_dir)
         self.gan_recipe, self.segmenter_recipe = gan_recipe, segmenter_recipe
+        self.inferer = inferer if inferer is not None else slice_inferer()
         self.spatial_dims, self.use_anatomy, self.edit = spatial_dims, use_anatomy, edit
         self.crop_size = crop_size
         self.arms, self.k, self.seed, self.val_fraction = list(arms), folds, seed, val_fraction
@@ -146,8 +157,12 @@ class SegmentationProtocol:
         self.audit, self.audit_max_images = audit, audit_max_images
         self.equal_steps = equal_steps
         self.notes = list(notes)
+        self._generator_keys: dict[int, str] = {}  # fold -> digest of the settings of its pix2pix
+        self._synthetic_keys: dict[int, str] = {}  # fold -> digest of the settings of its synthetic cases
         self.device = torch.device(device)
         self.progress = progress
+        self.external = dataset.get("external_test")  # None, or prepared external cases (common.protocol.external)
+        self.bootstrap_resamples = int(bootstrap_resamples)
 
     @property
     def needs_gan(self) -> bool:
@@ -156,6 +171,13 @@ class SegmentationProtocol:
     # -- per fold steps ---------------------------------------------------------------------------------------
     def _generator(self, fold: int, train: list[dict]):
         gan_dir = self.output_dir / f"fold{fold}" / "gan"
+        settings = {
+            "recipe": self.gan_recipe, "train": train, "spatial_dims": self.spatial_dims,
+            "use_anatomy": self.use_anatomy, "crop_size": self.crop_size, "gan_epochs": self.gan_epochs,
+            "gan_steps": self.gan_steps, "gan_batch_size": self.gan_batch_size, "seed": self.seed + fold,
+        }  # fmt: skip
+        self._generator_keys[fold] = settings_digest(settings)
+        claim(gan_dir, settings, "pix2pix")  # resume or reuse only what these settings made
         fit_pix2pix(
             self.gan_recipe,
             train,
@@ -177,6 +199,13 @@ class SegmentationProtocol:
 
     def _synthetic(self, fold: int, generator, train: list[dict]) -> list[dict]:
         syn_dir = self.output_dir / f"fold{fold}" / "synthetic"
+        settings = {
+            "generator": self._generator_keys.get(fold), "train": train, "n": self.n_synthetic,
+            "sequences": self.sequences, "edit": self.edit, "paste_fraction": self.paste_fraction,
+            "seed": self.seed + 100 + fold,
+        }  # fmt: skip
+        self._synthetic_keys[fold] = settings_digest(settings)
+        claim(syn_dir, settings, "synthetic cases")
         synthesise_cases(
             generator,
             train,
@@ -240,9 +269,18 @@ class SegmentationProtocol:
     def _run_arm(self, fold: int, arm: str, train, val, test, synthetic) -> dict:
         arm_dir = self.output_dir / f"fold{fold}" / "arms" / arm.replace("+", "_plus_")
         result_file = arm_dir / "result.json"
+        spec = SEGMENTATION_ARMS[arm]
+        uses_synthetic = spec["synthetic"] or bool(spec.get("init"))
+        settings = {
+            "arm": arm, "spec": spec, "recipe": self.segmenter_recipe, "epochs": self.seg_epochs,
+            "batch_size": self.seg_batch_size, "equal_steps": self.equal_steps, "finetune": self.finetune_epochs,
+            "finetune_fraction": self.finetune_fraction, "train": train, "val": val, "test": test,
+            "seed": self.seed + fold, "inferer": self.inferer,
+            "synthetic": self._synthetic_keys.get(fold) if uses_synthetic else None,
+        }  # fmt: skip
+        claim(arm_dir, settings, f"fold {fold} arm '{arm}' results")
         if result_file.is_file():
             return json.loads(result_file.read_text())
-        spec = SEGMENTATION_ARMS[arm]
         init = None
         epochs = self.seg_epochs
         cases = (list(train) if spec["real"] else []) + (list(synthetic) if spec["synthetic"] else [])
@@ -270,8 +308,9 @@ class SegmentationProtocol:
             device=self.device,
             seed=self.seed + fold,
             init_weights=init,
+            inferer=self.inferer,
         )
-        metrics = evaluate_segmenter(fit["network"], test, device=self.device)
+        metrics = evaluate_segmenter(fit["network"], test, device=self.device, inferer=self.inferer)
         metrics.update(
             {
                 "best_val_dice_mean": fit["best_metric"],
@@ -290,8 +329,11 @@ class SegmentationProtocol:
             str(self.output_dir / "splits.json"), split_items, self.k, self.seed, self.val_fraction
         )
         per_fold: dict[str, list[dict]] = {a: [] for a in self.arms}
+        external: dict[str, list[dict]] = {a: [] for a in self.arms}  # external scores of the models trained anyway
         similarity, audits = [], []
+        eta = FoldETA(len(splits["folds"]))
         for fold, split in enumerate(splits["folds"]):
+            eta.start()
             train, val, test = (select(self.items, split[s]) for s in ("train", "val", "test"))
             synthetic: list[dict] = []
             if self.needs_gan:
@@ -300,10 +342,18 @@ class SegmentationProtocol:
                 similarity.append(self._similarity(fold, generator, test))
             for arm in self.arms:
                 per_fold[arm].append(self._run_arm(fold, arm, train, val, test, synthetic))
+                if self.external is not None:
+                    arm_dir = self.output_dir / f"fold{fold}" / "arms" / arm.replace("+", "_plus_")
+                    external[arm].append(
+                        external_scores.score_segmenter(
+                            arm_dir, self.segmenter_recipe.network, self.external["items"], self.inferer, self.device
+                        )
+                    )
             if self.audit and synthetic:
                 audit = self._audit(fold, train, test, synthetic)
                 if audit:
                     audits.append(audit)
+            eta.done(fold)
         # Dice is per case: the summary pools the test cases of all folds (each case is tested exactly once)
         per_case = {a: [c for f in per_fold[a] for c in f["per_case"]] for a in self.arms}
         report = {
@@ -342,6 +392,11 @@ class SegmentationProtocol:
             "privacy": _merge(audits, "privacy"),
             "notes": self.notes,
         }
+        if self.external is not None:
+            report["external"] = external_scores.segmentation_section(
+                self.external, external, n_resamples=self.bootstrap_resamples, seed=self.seed,
+                comparisons=self.comparisons,
+            )  # fmt: skip
         write_report(report, str(self.output_dir))
         logger.info(f"report written to {self.output_dir / 'report.json'}")
         return report

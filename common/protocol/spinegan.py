@@ -133,13 +133,15 @@ def stylegan2_variants(
     dp_delta: float = 1e-5,
     dp_max_grad_norm: float = 1.0,
     dp_ada_p: float = 0.2,
+    dp_audit_canaries: int = 0,
     paper_noise_then_clip: bool = False,
 ) -> dict[str, GANRecipe]:
     """The generator arms of the SpineGAN paper from one set of ``settings`` (``stylegan2_recipe`` keywords):
 
     ``stylegan2`` (conditional StyleGAN2-ADA), ``spinegan`` (+ ``clinical``, when given), ``dp_eps<e>`` (DP-SGD on D
-    at each target epsilon, fixed ADA p ``dp_ada_p``) and, optionally, ``paper_noise_then_clip`` (the authors' "DP",
-    no guarantee).
+    at each target epsilon, fixed ADA p ``dp_ada_p``; with ``dp_audit_canaries`` > 0 each DP arm's ``privacy.json``
+    also carries the one-run canary audit's epsilon lower bound at its (sigma, C, q, steps), one audit per distinct
+    setting) and, optionally, ``paper_noise_then_clip`` (the authors' "DP", no guarantee).
     """
     settings = {k: v for k, v in dict(settings).items() if k not in ("clinical", "privacy")}
     out = {"stylegan2": stylegan2_recipe(**settings)}
@@ -147,7 +149,10 @@ def stylegan2_variants(
         out["spinegan"] = stylegan2_recipe(**settings, clinical=clinical)
     for eps in dp_epsilons:
         # no seed: DP's noise and sampling come from fresh OS entropy (common.privacy.dp)
-        dp = DPSGDDiscriminator(target_epsilon=float(eps), target_delta=dp_delta, max_grad_norm=dp_max_grad_norm)
+        dp = DPSGDDiscriminator(
+            target_epsilon=float(eps), target_delta=dp_delta, max_grad_norm=dp_max_grad_norm,
+            audit_canaries=dp_audit_canaries,
+        )  # fmt: skip
         name = f"dp_eps{float(eps):g}"
         out[name] = stylegan2_recipe(**{**settings, "ada_p": dp_ada_p}, privacy=dp)
     if paper_noise_then_clip:

@@ -27,31 +27,17 @@ from common.data.datalist import read_datalist
 from common.engines.classifier_training import ClassifierRecipe, fit_classifier, predict_probs
 from common.engines.gan_training import GANRecipe, fit_gans, load_generators
 from common.engines.generation import generate_synthetic_set
-from common.metrics.classification import classification_metrics
+from common.metrics.classification import binary_auc, classification_metrics
 from common.metrics.stats import bootstrap_ci
+from common.protocol import external as external_scores
+from common.protocol.cache import claim, settings_digest
 from common.protocol.export import export_downstream
-from common.protocol.folds import load_or_make_splits, select
+from common.protocol.folds import FoldETA, load_or_make_splits, select
 from common.protocol.report import compare_arms, merge_fold_sections, summarize_arms, write_report
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["SyntheticLearningProtocol", "binary_auc"]
-
-
-def binary_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """ROC AUC of ``scores`` for ``labels`` in {0, 1} (Mann-Whitney, ties count half); NaN with one class."""
-    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels).astype(bool)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores), dtype=np.float64)
-    sorted_scores = scores[order]
-    # average ranks of ties
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    avg = first + (counts - 1) / 2.0 + 1.0
-    ranks[order] = np.repeat(avg, counts)
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
 class SyntheticLearningProtocol:
@@ -65,7 +51,9 @@ class SyntheticLearningProtocol:
         transforms: load -> [-1, 1] for every set.
         real_arm: include the ``real`` arm.
         positive_class: the label whose probability is the AUC score (abnormal = 1).
-        bootstrap_resamples: resamples of each fold's test set for the AUC CI.
+        bootstrap_resamples: resamples of each fold's test set for the AUC CI, and of the external patients for the
+            external test set's CIs (``dataset["external_test"]``, from ``test_dir`` or a MedMNIST test split: every
+            fold x arm's selected model is also scored on it; see ``common.protocol.external``).
         classifier_augment: batch augmentation of every arm's classifier training batches (None: none).
         audit: synthesis-quality and privacy audit (``common.audit``) of each generator's set in each fold.
         audit_max_images: seeded random subset of each set (train / test / synthetic) the audit reads; None: all.
@@ -128,6 +116,7 @@ class SyntheticLearningProtocol:
         self.a_min, self.a_max = a_min, a_max
         self.positive_class = positive_class
         self.bootstrap_resamples = bootstrap_resamples
+        self.external = dataset.get("external_test")  # None, or the external test set (common.protocol.external)
         self.classifier_augment = classifier_augment
         self.paper_reference = paper_reference or {}
         self.comparisons = [tuple(c) for c in comparisons]
@@ -135,6 +124,7 @@ class SyntheticLearningProtocol:
         self.audit = audit
         self.audit_max_images = audit_max_images
         self.notes = list(notes)
+        self._synthetic_keys: dict[tuple, str] = {}  # (fold, generator) -> digest of its synthetic set's settings
         self.device = torch.device(device)
         self.num_workers = num_workers
 
@@ -150,10 +140,16 @@ class SyntheticLearningProtocol:
         datalist = syn_dir / "datalist.json"
         recipe = self.generators[name]
         privacy_file = gan_dir / "conditional" / "privacy.json"
-        if not (
-            datalist.is_file()
-            and len(read_datalist(str(datalist))["training"]) == self.n_synthetic * len(self.class_names)
-        ):
+        settings = {
+            "recipe": recipe, "train": train, "transforms": self.transforms, "gan_epochs": self.gan_epochs,
+            "gan_batch_size": self.gan_batch_size, "gan_steps": self.gan_steps, "seed": self.seed + fold,
+            "n_synthetic": self.n_synthetic, "classes": self.class_names, "a_min": self.a_min, "a_max": self.a_max,
+        }  # fmt: skip
+        # reuse (or resume) only what these settings made; other settings' GANs and images are moved aside
+        self._synthetic_keys[(fold, name)] = settings_digest(settings)
+        claim(gan_dir, settings, f"'{name}' GAN")
+        claim(syn_dir, settings, f"'{name}' synthetic images")
+        if not datalist.is_file():
             fit_gans(
                 recipe, train, self.transforms, str(gan_dir), class_names=self.class_names, per_class=False,
                 max_epochs=self.gan_epochs, batch_size=self.gan_batch_size, device=self.device,
@@ -170,6 +166,14 @@ class SyntheticLearningProtocol:
 
     def _classify(self, fold: int, arm: str, train_items, val, test) -> dict:
         result_file = self.output_dir / f"fold{fold}" / "arms" / arm.replace(":", "_") / "result.json"
+        generator = arm.split(":", 1)[1] if ":" in arm else None
+        settings = {
+            "arm": arm, "recipe": self.classifier_recipe, "epochs": self.classifier_epochs,
+            "batch_size": self.classifier_batch_size, "seed": self.seed + fold, "train": train_items, "val": val,
+            "test": test, "transforms": self.transforms, "augment": self.classifier_augment,
+            "bootstrap": self.bootstrap_resamples, "synthetic": self._synthetic_keys.get((fold, generator)),
+        }  # fmt: skip
+        claim(result_file.parent, settings, f"fold {fold} arm '{arm}' results")
         if result_file.is_file():
             return json.loads(result_file.read_text())
         logger.info(f"fold {fold}, arm '{arm}': {len(train_items)} training images ({len(val)} val, {len(test)} test)")
@@ -211,6 +215,8 @@ class SyntheticLearningProtocol:
             self.notes.append(f"fold {fold}, {name}: audit skipped, a set has {smallest} < {MIN_IMAGES} images")
             return None
         out = self.output_dir / f"fold{fold}" / "audit" / name
+        settings = {"train": train, "test": test, "synthetic": self._synthetic_keys.get((fold, name))}
+        claim(out, {**settings, "max_images": self.audit_max_images}, f"fold {fold} '{name}' audit")
         if (out / "audit.json").is_file():
             return json.loads((out / "audit.json").read_text())
         return audit_datalists(
@@ -225,12 +231,17 @@ class SyntheticLearningProtocol:
             str(self.output_dir / "splits.json"), self.items, self.k, self.seed, self.val_fraction
         )
         per_fold: dict[str, list[dict]] = {a: [] for a in self.arms}
+        external: dict[str, list[dict]] = {a: [] for a in self.arms}  # external scores of the models trained anyway
         privacy: dict[str, list[dict]] = {}
         audits: dict[str, list[dict]] = {}
+        eta = FoldETA(len(splits["folds"]))
         for fold, split in enumerate(splits["folds"]):
+            eta.start()
             train, val, test = (select(self.items, split[s]) for s in ("train", "val", "test"))
             if self.real_arm:
                 per_fold["real"].append(self._classify(fold, "real", train, val, test))
+                if self.external is not None:
+                    external["real"].append(self._score_external(fold, "real"))
             for name in self.generators:
                 synthetic, dp = self._synthetic(fold, name, train)
                 arm = f"synthetic_only:{name}"
@@ -239,9 +250,12 @@ class SyntheticLearningProtocol:
                     result = {**result, "epsilon": dp.get("epsilon"), "delta": dp.get("delta")}
                     privacy.setdefault(arm, []).append(dp)
                 per_fold[arm].append(result)
+                if self.external is not None:
+                    external[arm].append(self._score_external(fold, arm))
                 audit = self._audit(fold, name, train, test, synthetic)
                 if audit:
                     audits.setdefault(name, []).append(audit)
+            eta.done(fold)
         arms = summarize_arms(per_fold)
         for arm, folds in per_fold.items():
             arms[arm]["auc_bootstrap_per_fold"] = [f.get("auc_bootstrap") for f in folds]
@@ -255,6 +269,12 @@ class SyntheticLearningProtocol:
                     "accountant": privacy[arm][0].get("accountant"),
                     "noise_multiplier": [p.get("noise_multiplier") for p in privacy[arm]],
                 }
+                canary = [p.get("audit") for p in privacy[arm]]  # the canary audit's lower bound (dp_audit_canaries)
+                if any(canary):
+                    arms[arm]["privacy"]["epsilon_lower_bound_per_fold"] = [
+                        None if c is None else c.get("epsilon_lower_bound") for c in canary
+                    ]
+                    arms[arm]["privacy"]["audit_per_fold"] = canary
         report = {
             "bundle": self.bundle,
             "paper": self.paper,
@@ -285,9 +305,25 @@ class SyntheticLearningProtocol:
             },
             "notes": self.notes,
         }
+        if self.external is not None:
+            report["external"] = external_scores.classification_section(
+                self.external, external, n_resamples=self.bootstrap_resamples, seed=self.seed,
+                comparisons=[c for c in self.comparisons if c[0] in arms and c[1] in arms],
+            )  # fmt: skip
         write_report(report, str(self.output_dir))
         logger.info(f"report written to {self.output_dir / 'report.json'}")
         return report
+
+    def _score_external(self, fold: int, arm: str) -> dict:
+        """The arm's selected model of this fold scored on the external test set (cached beside it)."""
+        return external_scores.score_classifier(
+            self.output_dir / f"fold{fold}" / "arms" / arm.replace(":", "_"),
+            self.classifier_recipe.network,
+            self.external["items"],
+            self.transforms,
+            self.class_names,
+            device=self.device,
+        )
 
     # ------------------------------------------------------------------ export
     def _val_auc_file(self, fold: int, arm: str, val: list[dict]) -> Path:

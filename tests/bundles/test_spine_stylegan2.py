@@ -51,6 +51,10 @@ def test_dp_training_reports_epsilon(tmp_path):
     assert summary["mode"] == "dp-sgd" and summary["accountant"] == "prv" and summary["delta"] == 1e-5
     assert 0 < summary["epsilon"] <= 5.0 + 1e-3 and summary["noise_multiplier"] > 0
     assert "r1_penalty" not in (tmp_path / "gan_dp" / "conditional" / "train_log.csv").read_text()
+    audit = summary["audit"]  # the canary audit at the run's own settings (train_dp.json: 1000 canaries)
+    assert audit["canaries"] == 1000 and audit["noise_multiplier"] == summary["noise_multiplier"]
+    assert audit["steps"] == summary["steps"] and audit["sample_rate"] == summary["sample_rate"]
+    assert 0 <= audit["epsilon_lower_bound"] < summary["epsilon"]
 
 
 def test_protocol_report_has_every_arm_auc_ci_and_epsilon(tmp_path, check_monai_label):
@@ -65,6 +69,7 @@ def test_protocol_report_has_every_arm_auc_ci_and_epsilon(tmp_path, check_monai_
             assert boot["ci95"][0] <= boot["value"] <= boot["ci95"][1]
     dp = report["privacy"]["dp"]["synthetic_only:dp_eps10"]
     assert dp["accountant"] == "prv" and all(0 < e <= 10.0 + 1e-3 for e in dp["epsilon_per_fold"])
+    assert all(0 <= lb < e for lb, e in zip(dp["epsilon_lower_bound_per_fold"], dp["epsilon_per_fold"], strict=True))
     assert report["paper_reference"]["synthetic_only:spinegan"] == {"auc": 0.830}
     out = tmp_path / "evaluation"
     splits = json.loads((out / "splits.json").read_text())["folds"]

@@ -80,7 +80,11 @@ def test_missing_dataset_dir(tmp_path):
 def test_unrecognised_layout_lists_the_accepted_ones(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "readme.txt").write_text("x")
-    with pytest.raises(DataError, match=r"no recognised data set; expected a datalist \.json.*sub-folder of images"):
+    with pytest.raises(
+        DataError,
+        match=r"no recognised data set\. Found 1 file\(s\) \(readme\.txt\)\. Accepted layouts: "
+        r"\(1\) datalist: datalist\.json.*\(6\) folder per class: one sub-folder per class holding images",
+    ):
         load_classification_dataset(tmp_path / "empty")
 
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from common.audit import SynthesisAudit, _normalise_sets, load_classifier, load_image_set, main, run_audit
+from common.audit import SynthesisAudit, load_classifier, load_image_set, main, run_audit
+from common.audit.files import _normalise_sets
 from common.errors import DataError
 from common.metrics.features import RandomCNNFeatures
 

@@ -75,3 +75,31 @@ def test_a_folder_without_a_key_is_not_trusted(tmp_path):
     (folder / "generator.pt").write_bytes(b"old")
     claim(folder, {"steps": 1})
     assert not (folder / "generator.pt").exists() and (tmp_path / "gan.stale-1" / "generator.pt").is_file()
+
+
+def test_protocol_reuses_a_fold_only_with_the_settings_that_made_it(tmp_path):
+    """Through the liver bundle's own protocol (smoke size): the same settings reuse the fold's GANs and images;
+    another GAN budget trains new ones and keeps the old ones aside (before, any set of the right size was reused)."""
+    from synthaug_testing import bundle_helpers
+
+    from common.protocol.folds import load_or_make_splits, select
+
+    _, workflow, _ = bundle_helpers("liver_lesion_gan")
+    protocol = workflow(["train", "evaluate", "quick", "smoke"], tmp_path).parser.get_parsed_content(
+        "evaluate#protocol"
+    )
+    splits = load_or_make_splits(str(tmp_path / "splits.json"), protocol.items, 3, 0, 0.15)
+    train = select(protocol.items, splits["folds"][0]["train"])
+    fold = protocol.output_dir / "fold0"
+
+    first = protocol._synthetic_items(0, train)
+    done = fold / "gan" / "cyst" / "training_done.json"
+    stamp = done.stat().st_mtime_ns
+    assert protocol._synthetic_items(0, train) == first and done.stat().st_mtime_ns == stamp, "reused as it was"
+    assert not list(fold.glob("*.stale-*"))
+
+    protocol.gan_epochs += 1  # another setting: what the first settings made must not be handed back
+    protocol._synthetic_items(0, train)
+    assert (fold / "gan.stale-1" / "cyst" / "training_done.json").is_file(), "the old GANs are kept aside"
+    assert (fold / "synthetic.stale-1" / "datalist.json").is_file()
+    assert json.loads(done.read_text())["epochs"] == protocol.gan_epochs, "new GANs with the new setting"
