@@ -174,3 +174,8 @@ def test_torchrun_with_the_bundles_multi_gpu_config(tmp_path):
     assert "rank 1 of 2: 8 iterations, writes nothing" in text
     log = (tmp_path / "gan" / "train_log.csv").read_text().splitlines()
     assert len(log) == 3 and (tmp_path / "gan" / "samples_epoch_0002.png").is_file()
+    # train.json's finishing step ran once (rank 0): the generator as model_file, which inference reads
+    assert (tmp_path / "model.pt").is_file()
+    # and train.json's checks: an unknown key stops every rank before any work
+    bad = subprocess.run(cmd + ["--max_epoch", "2"], cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    assert bad.returncode != 0 and "max_epoch" in bad.stderr and "max_epochs" in bad.stderr
