@@ -32,7 +32,8 @@ from common.metrics.stats import bootstrap_ci
 from common.protocol import external as external_scores
 from common.protocol.cache import claim, settings_digest
 from common.protocol.export import export_downstream
-from common.protocol.folds import FoldETA, load_or_make_splits, select
+from common.protocol.folds import FoldETA, load_or_make_splits, note_fallback, select
+from common.protocol.late_steps import late_step
 from common.protocol.report import compare_arms, merge_fold_sections, summarize_arms, write_report
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,10 @@ class SyntheticLearningProtocol:
         classifier_augment: batch augmentation of every arm's classifier training batches (None: none).
         audit: synthesis-quality and privacy audit (``common.audit``) of each generator's set in each fold.
         audit_max_images: seeded random subset of each set (train / test / synthetic) the audit reads; None: all.
+        audit_dp_arms: also audit the DP-SGD generators' sets. The audit compares synthetic images with the fold's
+            *private* training images (nearest-neighbour distances, copies, membership inference) and publishes the
+            result, which the generator's epsilon does not cover; off by default, and when on, report.json marks
+            those numbers "not covered by epsilon".
     """
 
     def __init__(
@@ -90,6 +95,7 @@ class SyntheticLearningProtocol:
         paper: str = "",
         audit: bool = True,
         audit_max_images: int | None = 1000,
+        audit_dp_arms: bool = False,
         notes: Sequence[str] = (),
         device: str | torch.device = "cpu",
         num_workers: int = 0,
@@ -123,6 +129,7 @@ class SyntheticLearningProtocol:
         self.bundle, self.paper = bundle, paper
         self.audit = audit
         self.audit_max_images = audit_max_images
+        self.audit_dp_arms = bool(audit_dp_arms)
         self.notes = list(notes)
         self._synthetic_keys: dict[tuple, str] = {}  # (fold, generator) -> digest of its synthetic set's settings
         self.device = torch.device(device)
@@ -208,11 +215,28 @@ class SyntheticLearningProtocol:
     def _audit(self, fold: int, name: str, train, test, synthetic) -> dict | None:
         if not self.audit:
             return None
+        private = getattr(self.generators[name], "privacy", None) is not None
+        if private and not self.audit_dp_arms:
+            note = (
+                f"{name}: no synthesis/privacy audit (it reads the private training images and its result is not "
+                "covered by epsilon; audit_dp_arms=True runs it, marked as such)"
+            )
+            if note not in self.notes:
+                logger.info(note)
+                self.notes.append(note)
+            return None
+        if private:
+            note = f"{name}: audited on request (audit_dp_arms): its audit reads private images, NOT covered by epsilon"
+            if note not in self.notes:
+                logger.warning(note)
+                self.notes.append(note)
         from common.audit import MIN_IMAGES, audit_datalists
 
         smallest = min(len(train), len(test), len(synthetic))
         if smallest < MIN_IMAGES:
-            self.notes.append(f"fold {fold}, {name}: audit skipped, a set has {smallest} < {MIN_IMAGES} images")
+            note = f"fold {fold}, {name}: audit skipped, a set has {smallest} < {MIN_IMAGES} images"
+            logger.warning(note)
+            self.notes.append(note)
             return None
         out = self.output_dir / f"fold{fold}" / "audit" / name
         settings = {"train": train, "test": test, "synthetic": self._synthetic_keys.get((fold, name))}
@@ -223,6 +247,9 @@ class SyntheticLearningProtocol:
             train, test, synthetic, str(out), transforms=self.transforms, max_images=self.audit_max_images
         )
 
+    def _dp_names(self) -> list[str]:
+        return [n for n, r in self.generators.items() if getattr(r, "privacy", None) is not None]
+
     # ------------------------------------------------------------------ run
     def run(self) -> dict:
         """Every fold, generator and arm (reusing what is on disk), then the report. Returns the report."""
@@ -230,6 +257,7 @@ class SyntheticLearningProtocol:
         splits = load_or_make_splits(
             str(self.output_dir / "splits.json"), self.items, self.k, self.seed, self.val_fraction
         )
+        self.k = note_fallback(splits, self.notes)  # fewer folds than asked for a small set
         per_fold: dict[str, list[dict]] = {a: [] for a in self.arms}
         external: dict[str, list[dict]] = {a: [] for a in self.arms}  # external scores of the models trained anyway
         privacy: dict[str, list[dict]] = {}
@@ -252,7 +280,8 @@ class SyntheticLearningProtocol:
                 per_fold[arm].append(result)
                 if self.external is not None:
                     external[arm].append(self._score_external(fold, arm))
-                audit = self._audit(fold, name, train, test, synthetic)
+                audit = late_step(f"fold {fold}, {name}: synthesis/privacy audit", self.notes, self._audit, fold,
+                                  name, train, test, synthetic)  # fmt: skip
                 if audit:
                     audits.setdefault(name, []).append(audit)
             eta.done(fold)
@@ -296,11 +325,22 @@ class SyntheticLearningProtocol:
             "arms": arms,
             "comparisons": compare_arms(per_fold, [c for c in self.comparisons if c[0] in arms and c[1] in arms]),
             "paper_reference": self.paper_reference,
-            "synthesis": {name: merge_fold_sections([a.get("synthesis", {}) for a in v]) for name, v in audits.items()},
+            "synthesis": {
+                name: {
+                    **merge_fold_sections([a.get("synthesis", {}) for a in v]),
+                    **({"not_covered_by_epsilon": True} if name in self._dp_names() else {}),
+                }
+                for name, v in audits.items()
+            },
             "privacy": {
                 "dp": {a: arms[a]["privacy"] for a in arms if "privacy" in arms[a]},
                 "memorization": {
-                    name: merge_fold_sections([a.get("privacy", {}) for a in v]) for name, v in audits.items()
+                    # a DP generator's audit (audit_dp_arms) read its private training images: labelled as such
+                    name: {
+                        **merge_fold_sections([a.get("privacy", {}) for a in v]),
+                        **({"not_covered_by_epsilon": True} if name in self._dp_names() else {}),
+                    }
+                    for name, v in audits.items()
                 },
             },
             "notes": self.notes,
@@ -376,14 +416,39 @@ class SyntheticLearningProtocol:
             val = select(self.items, split["val"])
             candidates += [(arm, fold, self._val_auc_file(fold, arm, val)) for arm in chosen]
 
+        def dp_of(arm: str, fold: int) -> dict | None:
+            name = arm.split(":", 1)[1] if ":" in arm else None
+            dp_file = self.output_dir / f"fold{fold}" / "gan" / str(name) / "conditional" / "privacy.json"
+            return json.loads(dp_file.read_text()) if name is not None and dp_file.is_file() else None
+
+        # Choosing the best of several DP-trained models looks at all of them: the released model's guarantee is
+        # the composition of every DP run it was chosen among (basic composition: epsilons and deltas add up; a
+        # patient is in the training split of several folds and in every epsilon arm), not the chosen run's alone.
+        among = [d for d in (dp_of(arm, fold) for arm, fold, _ in candidates) if d is not None]
+        composed = {
+            "epsilon": sum(float(d.get("epsilon") or 0.0) for d in among),
+            "delta": sum(float(d.get("delta") or 0.0) for d in among),
+            "runs": len(among),
+            "rule": "basic composition over every DP run the export was selected among (by validation AUC)",
+        }
+
         def privacy(record: dict) -> dict:
-            name = record["arm"].split(":", 1)[1] if ":" in record["arm"] else None
-            dp_file = self.output_dir / f"fold{record['fold']}" / "gan" / str(name) / "conditional" / "privacy.json"
-            if name is None or not dp_file.is_file():
+            dp = dp_of(record["arm"], record["fold"])
+            if dp is None:
                 return {"privacy": None}
-            dp = json.loads(dp_file.read_text())
             keys = ("mode", "epsilon", "delta", "accountant", "noise_multiplier")
-            return {"privacy": {k: dp.get(k) for k in keys}}
+            run = {k: dp.get(k) for k in keys}
+            # epsilon / delta: the guarantee of what is released, the composition when several DP runs competed
+            several = composed["runs"] > 1
+            return {
+                "privacy": {
+                    "epsilon": composed["epsilon"] if several else dp.get("epsilon"),
+                    "delta": composed["delta"] if several else dp.get("delta"),
+                    "privacy_unit": "one image",
+                    "selected_run": run,
+                    "composition": composed if several else None,
+                }
+            }
 
         return export_downstream(
             candidates,

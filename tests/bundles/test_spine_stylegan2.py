@@ -58,7 +58,8 @@ def test_dp_training_reports_epsilon(tmp_path):
 
 
 def test_protocol_report_has_every_arm_auc_ci_and_epsilon(tmp_path, check_monai_label):
-    results = _workflow(["train", "evaluate", "quick", "smoke"], tmp_path, run_audit=False).run()
+    wf = _workflow(["train", "evaluate", "quick", "smoke"], tmp_path, run_audit=False)
+    results = wf.run()
     report, chosen = results[1], results[-1]  # run: [set_determinism, protocol.run() -> report, export]
     arms = report["arms"]
     assert set(arms) == {"real", "synthetic_only:stylegan2", "synthetic_only:spinegan", "synthetic_only:dp_eps10"}
@@ -92,6 +93,12 @@ def test_protocol_report_has_every_arm_auc_ci_and_epsilon(tmp_path, check_monai_
     image = read_datalist(tmp_path / "phantom" / "datalist.json")["training"][0]["image"]
     summary = check_monai_label(folder, image=image)
     assert summary["pred_shape"] == (2,) and summary["labels"] == {"normal": 0, "abnormal": 1}
+    # the DP export is labelled with the composition of every DP run it was chosen among (all folds), not one run's
+    dp_choice = wf.parser.get_parsed_content("evaluate#protocol").export_best_classifier(arms="dp")
+    privacy = dp_choice["privacy"]
+    assert privacy["composition"]["runs"] == len(dp["epsilon_per_fold"]) > 1 and privacy["privacy_unit"] == "one image"
+    assert privacy["epsilon"] == pytest.approx(sum(dp["epsilon_per_fold"]))
+    assert privacy["epsilon"] > privacy["selected_run"]["epsilon"]
 
 
 def test_same_seed_same_numbers(tmp_path):

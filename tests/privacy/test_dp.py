@@ -288,3 +288,20 @@ def test_an_empty_poisson_batch_keeps_the_dict_layout():
     assert empty["image"].shape == (0, 1, 8, 8) and empty["label"].shape == (0,) and empty["label"].dtype == torch.int64
     full = dp_loader.collate_fn([Items()[0], Items()[1]])
     assert full["image"].shape == (2, 1, 8, 8)
+
+
+def test_dp_generators_are_not_audited_against_private_images_unless_asked():
+    """The synthesis/memorisation audit reads the fold's private training images and publishes what it finds: for a
+    DP-SGD generator that release is outside epsilon, so it runs only with audit_dp_arms=True, and then says so."""
+    from types import SimpleNamespace
+
+    from common.protocol.synthetic_learning import SyntheticLearningProtocol
+
+    fake = SimpleNamespace(
+        audit=True, audit_dp_arms=False, notes=[], generators={"dp_eps10": SimpleNamespace(privacy=object())}
+    )
+    assert SyntheticLearningProtocol._audit(fake, 0, "dp_eps10", [], [], []) is None
+    assert any("not covered by epsilon" in n for n in fake.notes)
+    fake.audit_dp_arms, fake.notes = True, []
+    SyntheticLearningProtocol._audit(fake, 0, "dp_eps10", [], [], [])  # too small to audit here: notes only
+    assert any("NOT covered by epsilon" in n for n in fake.notes)
