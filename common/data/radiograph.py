@@ -12,6 +12,7 @@ refuses it when the data set is loaded, before any training.
 from __future__ import annotations
 
 import csv
+import logging
 import os
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
@@ -23,6 +24,8 @@ from monai.transforms import Compose, EnsureTyped, MapTransform, ScaleIntensityR
 from common.data.io import MIN_SIDE, has_image_suffix, image_loader
 from common.data.transforms import CheckImaged
 from common.errors import DataError
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["SquareGray", "radiograph_transforms", "unlabelled_image_csv"]
 
@@ -80,9 +83,10 @@ def _source_id(name: str) -> str:
 
 
 def unlabelled_image_csv(images_dir: str | os.PathLike, cache_dir: str | os.PathLike, class_name: str = "image") -> str:
-    """A one-class ``labels.csv`` (``path,label,patient``) in ``cache_dir`` for the images directly in ``images_dir``.
+    """A one-class ``labels.csv`` (``path,label,patient``) in ``cache_dir`` for the images in ``images_dir``: those
+    directly in it, else those of every ``<split>/images/`` sub-folder (a Roboflow / YOLO export as published).
 
-    For unlabelled sets such as ``shared/data/spine_xray/valid/images`` (whose sibling ``labels/`` holds YOLO vertebra
+    For unlabelled sets such as ``shared/data/spine_xray`` (whose ``valid/labels/`` holds YOLO vertebra
     boxes, not classes): every image gets ``label = class_name``; the result is read by
     ``common.data.load_classification_dataset`` like any labelled CSV (unconditional / one-class synthesis). Nothing is
     copied; the CSV names the images by absolute path and is rewritten on every call.
@@ -94,8 +98,18 @@ def unlabelled_image_csv(images_dir: str | os.PathLike, cache_dir: str | os.Path
     if not root.is_dir():
         raise DataError(f"unlabelled images: folder '{root}' does not exist")
     files = sorted(f for f in root.iterdir() if f.is_file() and has_image_suffix(f.name))
+    if not files:  # a Roboflow / YOLO export: <split>/images/ beside <split>/labels/, for each of train/valid/test
+        folders = sorted(d for d in root.glob("*/images") if d.is_dir())
+        files = sorted(f for d in folders for f in d.iterdir() if f.is_file() and has_image_suffix(f.name))
+        if files:
+            logger.info(
+                f"unlabelled images: {len(files)} images from {', '.join(str(d.relative_to(root)) for d in folders)}"
+            )
     if not files:
-        raise DataError(f"unlabelled images: folder '{root}' holds no image files")
+        raise DataError(
+            f"unlabelled images: folder '{root}' holds no image files, directly or in <split>/images/ sub-folders "
+            "(the Roboflow / YOLO layout)"
+        )
     out = Path(cache_dir)
     out.mkdir(parents=True, exist_ok=True)
     target = out / "labels.csv"

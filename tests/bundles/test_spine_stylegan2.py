@@ -190,6 +190,11 @@ def test_unlabelled_folder_becomes_a_one_class_csv(tmp_path):
     ds = load_classification_dataset(csv)
     assert ds["class_names"] == ["spine"] and [it["label"] for it in ds["items"]] == [0, 0]
     assert [it["patient"] for it in ds["items"]] == ["a_jpg", "b_jpg"]
+    # the folder as published (Roboflow: <split>/images/): the reader takes the folder it is given
+    assert (
+        load_classification_dataset(unlabelled_image_csv(tmp_path, tmp_path / "cache2"))["items"][1]["patient"]
+        == "b_jpg"
+    )
     with pytest.raises(DataError, match="nowhere"):
         unlabelled_image_csv(tmp_path / "nowhere", tmp_path / "cache")
     with pytest.raises(DataError, match="no image"):
