@@ -426,7 +426,7 @@ def read_data_set(
         source = npz.stem.split("_")[0]
     elif (archive := split_archive(path)) is not None:
         train_dir, test_part = archive
-        part = train_dir
+        part = (test_part or train_dir) if external else train_dir
         settings = dict(lidc_mapping=lidc_mapping, image_key=image_key, min_per_class=min_per_class,
                         lidc_roi_size=lidc_roi_size, image_shape=image_shape, channels=channels)  # fmt: skip
         inner = read_data_set(part, cache_dir=cache_dir, class_names=class_names, external=external, **settings)

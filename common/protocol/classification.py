@@ -26,7 +26,8 @@ from common.protocol import external as external_scores
 from common.protocol.budget import equal_step_epochs
 from common.protocol.cache import claim, settings_digest
 from common.protocol.export import export_downstream
-from common.protocol.folds import FoldETA, load_or_make_splits, select
+from common.protocol.folds import FoldETA, load_or_make_splits, note_fallback, select
+from common.protocol.late_steps import late_step
 from common.protocol.report import SUMMARY_METRICS, compare_arms, merge_fold_sections, summarize_arms, write_report
 from common.protocol.tasks import BACKGROUND_CLASSES, ClassificationTask, make_tasks, relabel
 
@@ -212,6 +213,19 @@ class ClassificationProtocol:
         syn_dir = fold_dir / "synthetic"
         datalist = syn_dir / "datalist.json"
         counts = self.synthetic_counts(train)
+        # a small set: a class with fewer training images in this fold than a GAN needs (fit_gan: 2, counting the
+        # augmented repeats) gets no GAN and no synthetic image, and the report says so
+        repeats = self.augment_repeats if self.gan_augment else 1
+        real = np.bincount([int(it["label"]) for it in train], minlength=len(self.class_names))
+        few = [c for c, n, r in zip(self.class_names, counts, real, strict=True) if n and r * repeats < 2]
+        if few:
+            note = (
+                f"fold {fold}: too few training images of class(es) {few} for a GAN "
+                f"({', '.join(str(int(real[self.class_names.index(c)])) for c in few)}): no synthetic image of them"
+            )
+            logger.warning(note)
+            self.notes.append(note)
+            counts = [0 if c in few else n for c, n in zip(self.class_names, counts, strict=True)]
         if not sum(counts):
             return []
         # per-class GANs only for the classes that get images (all classes when not balancing)
@@ -401,6 +415,7 @@ class ClassificationProtocol:
         splits = load_or_make_splits(
             str(self.output_dir / "splits.json"), self.items, self.k, self.seed, self.val_fraction
         )
+        self.k = note_fallback(splits, self.notes)  # fewer folds than asked for a small set
         per_fold: dict[str, list[dict]] = {a: [] for a in self.arms}
         per_task: dict[str, dict[str, list[dict]]] = {t.name: {a: [] for a in self.arms} for t in self.tasks or []}
         # external scores, per task ("" without tasks) and arm: one per fold, of the models trained anyway
@@ -422,7 +437,8 @@ class ClassificationProtocol:
                 per_fold[arm].append(self._run_arm(fold, arm, train, val, test, synthetic))
                 if self.external is not None:
                     external[""][arm].append(self._score_external(fold, arm))
-            audit = self._audit(fold, train, test, synthetic)
+            audit = late_step(f"fold {fold}: synthesis/privacy audit", self.notes, self._audit, fold, train, test,
+                              synthetic)  # fmt: skip
             if audit:
                 audits.append(audit)
             eta.done(fold)

@@ -162,8 +162,11 @@ def bootstrap_over_patients(
     for i, patient in enumerate(patients):
         groups.setdefault(str(patient), []).append(i)
     members = [np.asarray(v, dtype=np.int64) for v in groups.values()]
+    single = np.asarray([m[0] for m in members]) if all(len(m) == 1 for m in members) else None
 
     def on_patients(rows: np.ndarray) -> float:
+        if single is not None:  # one image per patient (MedMNIST, most 2-D sets): no concatenation per resample
+            return statistic(single[rows])
         return statistic(np.concatenate([members[int(r)] for r in rows]))
 
     result = bootstrap_ci(on_patients, np.arange(len(members)), n_resamples=n_resamples, seed=seed)

@@ -48,16 +48,37 @@ def make_splits(items: Sequence[dict], k: int, seed: int, val_fraction: float = 
     """Folds of ``items`` by patient: for fold i, ``test`` = patients of fold i, and the other patients are split
     again (stratified) into ``train`` and ``val`` (``val_fraction`` of them, at least one per class when possible).
 
-    Returns ``{"k", "seed", "val_fraction", "fingerprint", "folds": [{"train": [...], "val": [...], "test": [...]}]}``
-    with patient ids; ``fingerprint`` identifies the data set the split was made for.
+    Fewer patients than ``k``, or so few that a fold would leave no training or no validation patient (3 patients
+    in 2 folds): one fold per patient (leave-one-patient-out), with a warning and the reason under ``fallback``; a set
+    too small for any cross-validation (fewer than 3 patients: one each for training, validation and test; 2 without
+    validation) is an error.
+
+    Returns ``{"k", "k_requested", "seed", "val_fraction", "fingerprint", "fallback", "folds": [{"train": [...],
+    "val": [...], "test": [...]}]}`` with patient ids (``k``: the folds made; ``fallback``: None, or why ``k`` is not
+    ``k_requested``); ``fingerprint`` identifies the data set the split was made for.
     """
     labels: dict[str, list[int]] = defaultdict(list)
     for it in items:
         labels[_patient_of(it)].append(int(it[label_key]))
     majority = {p: Counter(v).most_common(1)[0][0] for p, v in labels.items()}
-    if len(majority) < k:
-        raise DataError(f"only {len(majority)} patients: cannot make {k} patient-separated folds")
-    folds = patient_folds(majority, k, seed)
+    n, fallback = len(majority), None
+    rest_needed = 2 if val_fraction > 0 else 1  # patients outside a test fold: training (+ validation)
+    if n < rest_needed + 1:
+        roles = "training, validation and test" if val_fraction > 0 else "training and test"
+        raise DataError(
+            f"only {n} patient(s): patient-separated cross-validation needs at least {rest_needed + 1} (one each for "
+            f"{roles})"
+        )
+    folds = patient_folds(majority, min(k, n), seed)
+    if n < k or n - max(len(f) for f in folds) < rest_needed:
+        folds = patient_folds(majority, n, seed)
+        fallback = (
+            f"only {n} patients for {k} folds: {n} folds instead, leave-one-patient-out (each patient is the test set "
+            "once, and every fold keeps training and validation patients); with one test patient per fold, metrics "
+            "that need every class are undefined in each fold"
+        )
+        logger.warning(fallback)
+    k_used = len(folds)
     out = []
     for i, test in enumerate(folds):
         rest = {p: majority[p] for f in folds[:i] + folds[i + 1 :] for p in f}
@@ -65,7 +86,15 @@ def make_splits(items: Sequence[dict], k: int, seed: int, val_fraction: float = 
         val = patient_folds(rest, n_val_folds, seed + 1000 + i)[0] if val_fraction > 0 else []
         train = sorted(set(rest) - set(val))
         out.append({"train": train, "val": sorted(val), "test": list(test)})
-    return {"k": k, "seed": seed, "val_fraction": val_fraction, "fingerprint": fingerprint(items), "folds": out}
+    return {
+        "k": k_used,
+        "k_requested": k,
+        "seed": seed,
+        "val_fraction": val_fraction,
+        "fingerprint": fingerprint(items),
+        "fallback": fallback,
+        "folds": out,
+    }
 
 
 def fingerprint(items: Sequence[dict], label_key: str = "label") -> str:
@@ -78,12 +107,13 @@ def load_or_make_splits(path: str, items: Sequence[dict], k: int, seed: int, val
     """Reuse the splits saved at ``path`` when they were made for the same data and settings; else make and save.
 
     Splits that exist for *other* data are never overwritten silently: that would mix the folds of two data sets
-    in one output folder.
+    in one output folder. ``k`` may be the folds asked for or those made (fewer, for a small set: ``make_splits``).
     """
     p = Path(path)
     if p.is_file():
         saved = json.loads(p.read_text())
-        same_settings = (saved.get("k"), saved.get("seed"), saved.get("val_fraction")) == (k, seed, val_fraction)
+        same_k = k in (saved.get("k"), saved.get("k_requested", saved.get("k")))
+        same_settings = same_k and (saved.get("seed"), saved.get("val_fraction")) == (seed, val_fraction)
         if saved.get("fingerprint") == fingerprint(items) and same_settings:
             return saved
         raise DataError(
@@ -96,6 +126,14 @@ def load_or_make_splits(path: str, items: Sequence[dict], k: int, seed: int, val
     tmp.write_text(json.dumps(splits, indent=1))
     os.replace(tmp, p)
     return splits
+
+
+def note_fallback(splits: dict, notes: list[str]) -> int:
+    """Add the reason ``splits`` has fewer folds than asked (``make_splits``' ``fallback``) to a report's ``notes``,
+    once; return the number of folds made, which the protocol then runs and reports."""
+    if splits.get("fallback") and splits["fallback"] not in notes:
+        notes.append(splits["fallback"])
+    return len(splits["folds"])
 
 
 def select(items: Sequence[dict], patients: Sequence[str]) -> list[dict]:

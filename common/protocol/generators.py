@@ -33,6 +33,7 @@ from common.engines.generation import generate_synthetic_set
 from common.errors import DataError
 from common.metrics.image_statistics import write_image_statistics
 from common.protocol.folds import select
+from common.protocol.late_steps import late_step
 from common.viz import image_grid, save_png
 
 __all__ = ["GeneratorComparison", "evaluate_with_generators", "render_generator_table"]
@@ -165,6 +166,7 @@ class GeneratorComparison:
         sets = {"real_train": _load(train, self.transforms), "real_heldout": _load(test, self.transforms)}
         samples = {}
         audits = {}
+        skipped: dict[str, str] = {}
         for name in self.generators:
             logger.info(f"generator comparison: {name} on {len(train)} '{self.class_name}' images")
             torch.manual_seed(self.seed)  # LAPGAN stages draw their noise planes from the global RNG
@@ -172,12 +174,20 @@ class GeneratorComparison:
             sets[name] = syn
             samples[name] = save_png(self.output_dir / f"samples_{name}.png", image_grid(syn[:32], nrow=8))
             if self.audit:
+                from common.audit import MIN_IMAGES, run_audit
+
                 audit_file = self.output_dir / name / "audit" / "audit.json"
+                smallest = min(len(sets["real_train"]), len(sets["real_heldout"]), len(syn))
                 if audit_file.is_file():
                     audits[name] = json.loads(audit_file.read_text())
+                elif smallest < MIN_IMAGES:  # a small set: this audit is skipped, the comparison goes on
+                    skipped[name] = (
+                        f"generator comparison, {name}: synthesis/privacy audit skipped, a set of class "
+                        f"'{self.class_name}' has {smallest} < {MIN_IMAGES} images (training {len(train)}, held-out "
+                        f"{len(test)}, synthetic {len(syn)})"
+                    )
+                    logger.warning(skipped[name])
                 else:
-                    from common.audit import run_audit
-
                     kwargs = {"seed": self.seed, "device": self.device, **self.audit_kwargs}
                     audits[name] = run_audit(sets["real_train"], sets["real_heldout"], syn, audit_file.parent, **kwargs)
         samples["real_train"] = save_png(
@@ -201,6 +211,7 @@ class GeneratorComparison:
             "synthesis": {k: _headline(v["synthesis"]) for k, v in audits.items()},
             "privacy": {k: _headline(v["privacy"]) for k, v in audits.items()},
             "samples": {k: os.path.basename(v) for k, v in samples.items()},
+            "audit_skipped": skipped,
         }
         tmp = self.output_dir / f".comparison.json.tmp-{os.getpid()}"
         tmp.write_text(json.dumps(result, indent=1, default=_default))
@@ -225,7 +236,8 @@ def evaluate_with_generators(protocol, comparison: Callable[..., GeneratorCompar
     ``comparison`` is a ``GeneratorComparison`` factory (a config component with ``"_mode_": "callable"``) that
     still needs ``dataset``, ``output_dir`` and ``splits_file``; it writes into ``<protocol output>/generators``.
     The report gets ``image_statistics`` and per-generator ``synthesis`` / ``privacy`` sections, and report.md a
-    table of them.
+    table of them. The comparison is a late step (``common.protocol.late_steps``): when it fails (a class too small
+    for it, ...), the protocol's report stays, with a note saying so, and the export that follows still runs.
     """
     from common.protocol.report import write_report
 
@@ -233,9 +245,17 @@ def evaluate_with_generators(protocol, comparison: Callable[..., GeneratorCompar
     if comparison is None:
         return report
     out = Path(protocol.output_dir)
-    comp = comparison(
-        dataset=protocol.dataset, output_dir=str(out / "generators"), splits_file=str(out / "splits.json")
-    ).run()
+    notes = report.setdefault("notes", [])
+    comp = late_step(
+        "generator comparison", notes, lambda: comparison(
+            dataset=protocol.dataset, output_dir=str(out / "generators"), splits_file=str(out / "splits.json")
+        ).run(),
+    )  # fmt: skip
+    if comp is None:
+        report.pop("figures", None)
+        write_report(report, str(out))
+        return report
+    notes += [n for n in comp.get("audit_skipped", {}).values() if n not in notes]
     report["image_statistics"] = dict(
         comp["image_statistics"], figures=[f"generators/{f}" for f in comp["image_statistics"]["figures"]]
     )

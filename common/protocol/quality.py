@@ -27,6 +27,7 @@ from torch import nn
 
 from common.errors import DataError
 from common.protocol.folds import fingerprint, patient_folds, select
+from common.protocol.late_steps import late_step
 
 logger = logging.getLogger(__name__)
 
@@ -169,8 +170,11 @@ class GeneratorQuality:
         from common.audit import MIN_IMAGES
 
         start = time.perf_counter()
-        if len(holdout_items) < MIN_IMAGES:
-            logger.warning("quality: %d held-out images (< %d): no quality audit", len(holdout_items), MIN_IMAGES)
+        if min(len(train_items), len(holdout_items)) < MIN_IMAGES:
+            logger.warning(
+                "quality: %d training / %d held-out images (a set < %d): no quality audit",
+                len(train_items), len(holdout_items), MIN_IMAGES,
+            )  # fmt: skip
             return {}
         train = _load(train_items, transforms)
         real = _load(holdout_items, transforms)
@@ -270,11 +274,23 @@ def finish_training(
             wanted = {class_names.index(c) for c in classes}
             train = [it for it in train if int(it.get("label", -1)) in wanted]
             holdout = [it for it in holdout if int(it.get("label", -1)) in wanted]
-        result = quality(generators, class_names, train, holdout, transforms, info["training"])
-        info["quality"] = {k: result.get(k) for k in ("n_train", "n_heldout", *summarise_keys())}
+        # a late step: a failed audit leaves the model file (without quality figures, saying why) to be written
+        notes: list[str] = []
+        result = late_step("quality audit", notes, quality, generators, class_names, train, holdout, transforms,
+                           info["training"])  # fmt: skip
+        info["quality"] = _quality_info(result, notes)
     write_model_file(generators, model_file, info)
     logger.info("generator(s) written to %s", model_file)
     return info
+
+
+def _quality_info(result: dict | None, notes: list[str]) -> dict:
+    """The quality figures a model file records; ``skipped`` (why there are none) when the audit failed or was
+    skipped for a small set."""
+    figures = {k: (result or {}).get(k) for k in ("n_train", "n_heldout", *summarise_keys())}
+    if not result:
+        figures["skipped"] = notes[0] if notes else "a set was too small for the audit (see the log)"
+    return figures
 
 
 def summarise_keys() -> list[str]:
@@ -329,9 +345,12 @@ def finish_pix2pix_training(
         def real(cases):
             return torch.stack([plain_tensor(transforms(it)["image"]).float() for it in slice_items(cases)])
 
-        synthetic = _translated_slices(generator, holdout, use_anatomy, quality.seed)
-        result = quality.audit(real(split["train"]), real(holdout), synthetic, info["training"])
-        info["quality"] = {k: result.get(k) for k in ("n_train", "n_heldout", *summarise_keys())}
+        def audit() -> dict:
+            synthetic = _translated_slices(generator, holdout, use_anatomy, quality.seed)
+            return quality.audit(real(split["train"]), real(holdout), synthetic, info["training"])
+
+        notes: list[str] = []
+        info["quality"] = _quality_info(late_step("quality audit", notes, audit), notes)
     elif quality is not None:
         logger.warning("quality: no held-out cases (or 3-D): no quality audit")
     write_model_file({"generator": generator}, model_file, info)

@@ -38,7 +38,8 @@ from common.protocol import external as external_scores
 from common.protocol.budget import equal_step_epochs
 from common.protocol.cache import claim, settings_digest
 from common.protocol.export import export_downstream
-from common.protocol.folds import FoldETA, load_or_make_splits, select
+from common.protocol.folds import FoldETA, load_or_make_splits, note_fallback, select
+from common.protocol.late_steps import late_step
 from common.protocol.report import compare_arms, merge_fold_sections, summarize_arms, write_report
 
 logger = logging.getLogger(__name__)
@@ -262,7 +263,9 @@ class SegmentationProtocol:
             return json.loads((out / "audit.json").read_text())
         sets = [self._slices(s, self.audit_max_images, self.seed + fold) for s in (train, test, synthetic)]
         if min(len(s) for s in sets) < MIN_IMAGES:
-            self.notes.append(f"fold {fold}: anonymisation audit skipped, a set has < {MIN_IMAGES} slices")
+            note = f"fold {fold}: anonymisation audit skipped, a set has < {MIN_IMAGES} slices"
+            logger.warning(note)
+            self.notes.append(note)
             return None
         return run_audit(*sets, out_dir=str(out), seed=self.seed + fold, device=self.device, n_seeds=2)
 
@@ -328,6 +331,7 @@ class SegmentationProtocol:
         splits = load_or_make_splits(
             str(self.output_dir / "splits.json"), split_items, self.k, self.seed, self.val_fraction
         )
+        self.k = note_fallback(splits, self.notes)  # fewer folds than asked for a small set
         per_fold: dict[str, list[dict]] = {a: [] for a in self.arms}
         external: dict[str, list[dict]] = {a: [] for a in self.arms}  # external scores of the models trained anyway
         similarity, audits = [], []
@@ -350,7 +354,8 @@ class SegmentationProtocol:
                         )
                     )
             if self.audit and synthetic:
-                audit = self._audit(fold, train, test, synthetic)
+                audit = late_step(f"fold {fold}: anonymisation audit", self.notes, self._audit, fold, train, test,
+                                  synthetic)  # fmt: skip
                 if audit:
                     audits.append(audit)
             eta.done(fold)

@@ -41,14 +41,14 @@ def _vois(root, rows=ROWS[:4]):
         write_image(root / "nodule_mask" / name, mask, spacing=(0.7, 0.7, 1.25))
 
 
-def _xlsx(path, rows=ROWS, float_ids=False):
+def _xlsx(path, rows=ROWS):
     openpyxl = pytest.importorskip("openpyxl", reason="openpyxl reads the published .xlsx metadata")
     book = openpyxl.Workbook()
     sheet = book.active
     sheet.title = "ML4PM_MetadatabyNoduleMaxVoting"
     sheet.append(COLUMNS)
     for row in rows:
-        sheet.append([row[0], float(row[1]) if float_ids else row[1], *row[2:]])
+        sheet.append(list(row))
     sheet.append([None] * len(COLUMNS))  # an empty trailing row, as spreadsheets often have
     path.parent.mkdir(parents=True, exist_ok=True)
     book.save(path)
@@ -68,7 +68,7 @@ def test_lidc_as_published_xlsx_beside_vois(tmp_path):
     """data/MetadatabyNoduleMaxVoting.xlsx + data/VOIs/{image,nodule_mask}/ reads as the CSV copy does."""
     published = tmp_path / "published" / "data"
     _vois(published / "VOIs")
-    _xlsx(published / "MetadatabyNoduleMaxVoting.xlsx", float_ids=True)  # ids as 1.0: still <patient>_R_1.nii.gz
+    _xlsx(published / "MetadatabyNoduleMaxVoting.xlsx")
     layout = find_lidc(published)
     assert layout.metadata.name == "MetadatabyNoduleMaxVoting.xlsx" and layout.voi_dir == published / "VOIs"
     rows = read_lidc_metadata(layout.metadata)

@@ -43,8 +43,11 @@ def test_splits_are_saved_and_reused_but_never_silently_replaced(tmp_path):
 
 
 def test_too_few_patients():
-    with pytest.raises(DataError, match="only 2 patients"):
+    """Fewer patients than folds: leave-one-patient-out with a warning (issue 16); fewer than one patient each for
+    training, validation and test: an error that says so."""
+    with pytest.raises(DataError, match=r"only 2 patient\(s\): .* needs at least 3 \(one each for training, valid"):
         make_splits(_items(n_patients=2), k=3, seed=0)
+    assert len(make_splits(_items(n_patients=2), k=3, seed=0, val_fraction=0)["folds"]) == 2
 
 
 def test_summaries_and_verdicts():
