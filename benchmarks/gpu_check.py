@@ -27,8 +27,8 @@ latent GANs; ``image`` (B, sequences, H, W) and a one-hot ``condition`` (B, cond
 brain_pix2pix (``prepare_paired_batch``, with the bundle's ``flip``). Each bundle runs in each ``--modes``:
 
 - ``fp32``: float32, networks and batches in the default contiguous (NCHW) layout;
-- ``bf16``: ``GANRecipe.amp = True``, i.e. the trainer's bf16 autocast around D's and G's losses (CUDA only: on CPU
-  the trainer ignores it, and ``amp_active`` is false);
+- ``bf16``: ``GANRecipe.amp = True``, i.e. the trainer's bf16 autocast around D's and G's losses (on CUDA and, since
+  issue 13, on the CPU too: ``amp_active`` says whether it was on);
 - ``channels_last``: float32 with ``common.engines.memory_format.to_channels_last`` applied to G, D and the batches,
   which is what ``fit_gan`` always does: a network whose 4-D or 5-D parameters all have one rank goes to
   channels-last (2-D) or channels-last-3d (3-D); one that mixes the two ranks stays as it is. ``layout`` reports
@@ -294,8 +294,10 @@ def run_train_case(bundle: str, mode: str, args, device: torch.device) -> tuple[
     else:
         trainer.add_event_handler(Events.STARTED, start)
 
+    # no sync here: the losses stay device tensors, so the host runs ahead of the GPU by at most its launch queue
+    # (about a step); case_result synchronizes before it stops the clock
     @trainer.on(Events.ITERATION_COMPLETED)
-    def _deadline(engine) -> None:  # the step syncs every iteration (its losses become floats), so the clock is honest
+    def _deadline(engine) -> None:
         timed = engine.state.iteration - args.warmup
         if timed >= 2 and time.perf_counter() - clock["start"] > args.max_case_s:
             engine.terminate()
@@ -317,8 +319,8 @@ def run_train_case(bundle: str, mode: str, args, device: torch.device) -> tuple[
             "discriminator": layout_report(discriminator),
             "batch": seen.get("batch"),
         },
-        g_loss=out.get("g_loss"),
-        d_loss=out.get("d_loss"),
+        g_loss=float(out["g_loss"]) if "g_loss" in out else None,  # device tensors: floats for the JSON line
+        d_loss=float(out["d_loss"]) if "d_loss" in out else None,
     )
     info = {
         "recipe": "paper",

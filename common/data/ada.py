@@ -212,7 +212,8 @@ class AdaptiveAugmentHandler:
     Reads ``engine.state.output[key]`` (the batch mean of sign(D(real)), which ``StyleGAN2Objective`` logs as
     ``d_real_sign``) every iteration; every ``interval`` iterations it moves p by
     ``sign(r_t - target) * batch_size * interval / (speed_kimg * 1000)`` and clips it to [0, 1]. The current p is
-    logged as ``ada_p`` in the next outputs' ``engine.state.metrics``.
+    logged as ``ada_p`` in the next outputs' ``engine.state.metrics``. r_t is accumulated as a tensor and p moved
+    on the device, so the heuristic adds no device sync (a checkpoint's ``state_dict`` makes the one float).
 
     Never attach it under differential privacy: r_t is computed from D's outputs on private images.
     """
@@ -234,7 +235,7 @@ class AdaptiveAugmentHandler:
 
     def state_dict(self) -> dict:
         """The r_t sum and count since p last moved (an interval can span a checkpoint; p itself is the pipe's)."""
-        return {"sum": self._sum, "n": self._n}
+        return {"sum": float(self._sum), "n": self._n}
 
     def load_state_dict(self, state: dict) -> None:
         self._sum, self._n = float(state["sum"]), int(state["n"])
@@ -242,11 +243,17 @@ class AdaptiveAugmentHandler:
     def __call__(self, engine: Engine) -> None:
         out = engine.state.output or {}
         if self.key in out:
-            self._sum += float(out[self.key])
+            value = out[self.key]
+            # summed where it lives (a tensor on the GPU: no sync per step), in float64 as the Python floats were
+            self._sum = self._sum + (value.detach().double() if isinstance(value, torch.Tensor) else float(value))
             self._n += 1
-            out["ada_p"] = float(self.augment.p)
+            out["ada_p"] = self.augment.p.detach().clone()  # p before this step's move, as a tensor too
         if self._n >= self.interval:
             r_t = self._sum / self._n
-            step = math.copysign(1.0, r_t - self.target) * self.batch_size * self._n / (self.speed_kimg * 1000.0)
+            # p moves on its own device, without a sync: copysign gives math.copysign's +1 at r_t == target
+            diff = torch.as_tensor(r_t - self.target, dtype=torch.float64, device=self.augment.p.device)
+            step = torch.copysign(torch.ones_like(diff), diff) * (
+                self.batch_size * self._n / (self.speed_kimg * 1000.0)
+            )
             self.augment.p.copy_(torch.clamp(self.augment.p + step, 0.0, 1.0))
             self._sum, self._n = 0.0, 0

@@ -78,7 +78,10 @@ class GANTrainer(Trainer):
             every ``d_reg_interval`` iterations and scaled by that interval (lazy regularisation, Karras et al. 2020).
         g_regularizer: the same for G (e.g. path length), ``callable(gen, batch_size, device, labels) -> dict``.
         ema_decay: keep an EMA copy of G (``self.g_ema``) when set.
-        amp: mixed precision on CUDA (bf16 autocast; a GradScaler for fp16 is not needed with bf16).
+        amp: mixed precision: bf16 autocast around D's and G's losses (a GradScaler for fp16 is not needed with
+            bf16), on CUDA and on the CPU. On a CPU with native bf16 (AVX512-BF16/AMX) the liver DCGAN step ran
+            1.5-1.8x faster (``benchmarks/bench_engine_overhead.py``, docs/generators.md "CPU throughput"); on one
+            without, bf16 is emulated and slower: leave it off there.
         generator_step_context: a context-manager factory wrapped around G's step, e.g. one that disables
             Opacus' per-sample hooks on D so that the generator step does not spend privacy budget.
         augment_pipe: a differentiable batch augmentation put in front of D for every image it sees (reals and
@@ -87,8 +90,10 @@ class GANTrainer(Trainer):
             reals, it leaves the distribution G must match unchanged.
         train_handlers: Ignite/MONAI handlers (progress, checkpoint, logging...).
 
-    ``engine.state.output`` is a dict of floats: ``loss`` (= ``g_loss``, so that MONAI's MLflow handler finds its
-    default key), ``g_loss``, ``d_loss`` and every other term the objective returns.
+    ``engine.state.output`` is a dict of detached 0-dim tensors, on the training device: ``loss`` (= ``g_loss``, so
+    that MONAI's MLflow handler finds its default key), ``g_loss``, ``d_loss`` and every other term the objective
+    returns. No step turns them into Python floats (each would be a device sync): read them with ``float()`` once
+    per logging interval, as ``LossHistory``, ``NaNGuard`` and ``AdaptiveAugmentHandler`` do.
     """
 
     def __init__(
@@ -139,7 +144,8 @@ class GANTrainer(Trainer):
         self.g_regularizer = g_regularizer
         self.g_reg_interval = max(1, int(g_reg_interval))
         self.g_ema = make_ema(generator, ema_decay) if ema_decay else None
-        self.use_amp = bool(amp) and torch.device(device).type == "cuda"
+        self.amp_device_type = torch.device(device).type
+        self.use_amp = bool(amp) and self.amp_device_type in ("cuda", "cpu")
         self.generator_step_context = generator_step_context or contextlib.nullcontext
         self.distributed = is_distributed()
         self.augment_pipe = augment_pipe
@@ -152,7 +158,7 @@ class GANTrainer(Trainer):
 
     def _autocast(self):
         if self.use_amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+            return torch.autocast(self.amp_device_type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def _step(self, optimizer, loss: torch.Tensor) -> None:
@@ -164,7 +170,7 @@ class GANTrainer(Trainer):
             average_gradients(p for group in optimizer.param_groups for p in group["params"])
         optimizer.step()
 
-    def _iteration(self, engine: GANTrainer, batchdata: dict) -> dict[str, float]:
+    def _iteration(self, engine: GANTrainer, batchdata: dict) -> dict[str, torch.Tensor | float]:
         if batchdata is None:
             raise ValueError("must provide batch data for current iteration.")
         reals, labels = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking)
@@ -206,7 +212,10 @@ class GANTrainer(Trainer):
         if engine.g_ema is not None:
             engine.g_ema.update_parameters(engine.generator)
 
-        out = {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in logs.items()}
+        # detached tensors, not floats: a float is a device sync per loss per step (on a GPU the host waits for the
+        # whole step). Those who read the values convert them once per interval: LossHistory at the epoch's end,
+        # NaNGuard every few steps, ADA every ada_interval steps, the loggers at their logging interval
+        out = {k: v.detach() if isinstance(v, torch.Tensor) else float(v) for k, v in logs.items()}
         out["loss"] = out["g_loss"]
         return out
 

@@ -128,6 +128,7 @@ def fit_gan(
     sample_saver: Any | None = None,
     dataset_keys: Sequence[str] | None = ("image", "label"),
     total_steps: int | None = None,
+    log_interval: int = 10,
 ) -> dict:
     """Train one GAN on ``items`` and write into ``output_dir``:
 
@@ -142,6 +143,10 @@ def fit_gan(
     Paired GANs (pix2pix) pass their own ``prepare_batch`` (``(batch, device, non_blocking) -> (reals,
     condition)``), a ``sample_saver`` handler (default: ``SampleGridSaver`` of latent samples) and the item keys
     their transforms need (``dataset_keys``; None keeps every key).
+
+    ``log_interval``: the engine's losses are device tensors, and reading one is a device sync; the per-iteration
+    readers read them every ``log_interval`` iterations (TensorBoard's iteration scalars, the progress bar, the NaN
+    guard, which also checks at each epoch's end, before the checkpoint). ``train_log.csv`` averages every step.
 
     ``total_steps``: when set, train for about this many generator steps instead of ``max_epochs`` (the epochs are
     ``ceil(total_steps / batches per epoch)``): a budget in steps means the same work for a class of 60 images as
@@ -272,7 +277,8 @@ def fit_gan(
         ada_handler.attach(trainer)
     if privacy is not None and callable(getattr(privacy, "attach", None)):
         privacy.attach(trainer)
-    NaNGuard(checkpoint_dir=str(ckpt_dir)).attach(trainer)
+    # checks every log_interval steps and at the epoch's end, before the checkpoint below (see NaNGuard)
+    NaNGuard(checkpoint_dir=str(ckpt_dir), interval=log_interval).attach(trainer)
     if isinstance(getattr(loader, "sampler", None), DistributedSampler):
         trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: loader.sampler.set_epoch(e.state.epoch))
     elif callable(getattr(getattr(loader, "batch_sampler", None), "set_epoch", None)):  # DP: new shards each epoch
@@ -281,14 +287,19 @@ def fit_gan(
         LossHistory(str(out)).attach(trainer)
         StatsHandler(name="synthaug.gan", iteration_log=False, output_transform=lambda x: None).attach(trainer)
         if tensorboard:
+            # MONAI's writer calls .item() on each tensor: every log_interval iterations, not every step
             TensorBoardStatsHandler(
-                log_dir=str(out / "tensorboard"), iteration_log=True, epoch_log=True, output_transform=lambda x: x
-            ).attach(trainer)
+                log_dir=str(out / "tensorboard"), iteration_log=max(1, int(log_interval)), epoch_log=True,
+                output_transform=lambda x: x,
+            ).attach(trainer)  # fmt: skip
         (sample_saver or SampleGridSaver(str(out), interval=sample_interval)).attach(trainer)
         if progress:
             # under DP the output holds G's losses only (common.privacy.dp): show what is there
+            # (Ignite's bar calls .item() on them: every log_interval iterations)
             ProgressBar(persist=False).attach(
-                trainer, output_transform=lambda o: {k[0]: o[k] for k in ("g_loss", "d_loss") if k in o}
+                trainer,
+                output_transform=lambda o: {k[0]: o[k] for k in ("g_loss", "d_loss") if k in o},
+                event_name=Events.ITERATION_COMPLETED(every=max(1, int(log_interval))),
             )
         for handler in extra_handlers or ():
             handler.attach(trainer)

@@ -80,47 +80,94 @@ class NaNGuard:
 
     Raising (instead of Ignite's ``TerminateOnNan``, which ends the run as if it had finished) makes the bundle
     command fail visibly; checkpoints saved before the blow-up stay on disk for a resume with a lower lr.
+
+    When it checks: the engine's losses are tensors (``GANTrainer``), and testing one is a device sync, so the guard
+    keeps each step's losses and tests them together (one ``isfinite`` reduction, one sync) every ``interval``
+    iterations, at each epoch's end and when the run completes. A blow-up therefore stops the run at most
+    ``interval - 1`` steps late, and always before the epoch's checkpoint, sample grid and ``train_log.csv`` row: the
+    guard's epoch-end check runs before them, so attach it before those handlers (``fit_gan`` does). The message
+    names the first iteration whose loss was not finite.
     """
 
-    def __init__(self, keys: tuple[str, ...] = ("g_loss", "d_loss"), checkpoint_dir: str | None = None):
+    def __init__(
+        self, keys: tuple[str, ...] = ("g_loss", "d_loss"), checkpoint_dir: str | None = None, interval: int = 1
+    ) -> None:
         self.keys = keys
         self.checkpoint_dir = checkpoint_dir
+        self.interval = max(1, int(interval))
+        self._pending: list[tuple[int, int, dict[str, Any]]] = []  # (epoch, iteration, {key: loss}) since the check
 
     def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._record)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.check)
+        engine.add_event_handler(Events.COMPLETED, self.check)  # a run terminated mid-epoch
+
+    def _record(self, engine: Engine) -> None:
+        out = engine.state.output or {}
+        losses = {k: out[k] for k in self.keys if k in out}
+        if losses:
+            self._pending.append((engine.state.epoch, engine.state.iteration, losses))
+        if len(self._pending) >= self.interval:
+            self.check(engine)
 
     def __call__(self, engine: Engine) -> None:
-        out = engine.state.output or {}
-        bad = {k: out[k] for k in self.keys if k in out and not math.isfinite(float(out[k]))}
-        if bad:
-            where = f"; the last good checkpoint is in {self.checkpoint_dir}" if self.checkpoint_dir else ""
-            raise FloatingPointError(
-                f"non-finite loss {bad} at epoch {engine.state.epoch}, iteration {engine.state.iteration}{where}"
-            )
+        """Record this step's losses and check them at once (what ``interval=1`` does at every step)."""
+        self._record(engine)
+        self.check(engine)
+
+    def check(self, engine: Engine) -> None:
+        """Test every loss recorded since the last check; raise ``FloatingPointError`` if one is not finite."""
+        pending, self._pending = self._pending, []
+        values = [v for _, _, losses in pending for v in losses.values()]
+        tensors = [v.detach().reshape(()).float() for v in values if isinstance(v, torch.Tensor)]
+        finite = all(math.isfinite(float(v)) for v in values if not isinstance(v, torch.Tensor))
+        if finite and (not tensors or bool(torch.stack(tensors).isfinite().all())):  # the one sync
+            return
+        for epoch, iteration, losses in pending:  # the run is over: find the first bad step, syncs do not matter
+            bad = {k: float(v) for k, v in losses.items() if not math.isfinite(float(v))}
+            if bad:
+                where = f"; the last good checkpoint is in {self.checkpoint_dir}" if self.checkpoint_dir else ""
+                late = (
+                    f" (seen at iteration {engine.state.iteration}: the guard checks every {self.interval} iterations)"
+                    if engine.state.iteration != iteration
+                    else ""
+                )
+                raise FloatingPointError(f"non-finite loss {bad} at epoch {epoch}, iteration {iteration}{late}{where}")
 
 
 class LossHistory:
     """Average every scalar of ``engine.state.output`` over each epoch; keep it in ``engine.state.history`` and
-    append it to ``<output_dir>/train_log.csv`` (appending, so a resumed run continues the same file)."""
+    append it to ``<output_dir>/train_log.csv`` (appending, so a resumed run continues the same file).
+
+    Scalars are Python numbers and 0-dim tensors. Tensors are summed where they live, in float64 (the sum of the
+    float32 losses is then exactly the one Python floats gave), and turned into floats once, at the epoch's end: no
+    device sync per step."""
 
     def __init__(self, output_dir: str | None = None, filename: str = "train_log.csv"):
         self.path = Path(output_dir) / filename if output_dir else None
 
     def attach(self, engine: Engine) -> None:
         engine.state.history = []
-        self._sums: dict[str, float] = {}
+        self._sums: dict[str, float | torch.Tensor] = {}
         self._count = 0
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._accumulate)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._flush)
 
     def _accumulate(self, engine: Engine) -> None:
         for k, v in (engine.state.output or {}).items():
-            if isinstance(v, (int, float)):
-                self._sums[k] = self._sums.get(k, 0.0) + float(v)
+            if isinstance(v, torch.Tensor):
+                if v.dim() != 0:
+                    continue
+                v = v.detach().double()
+            elif isinstance(v, (int, float)):
+                v = float(v)
+            else:
+                continue
+            self._sums[k] = self._sums.get(k, 0.0) + v
         self._count += 1
 
     def _flush(self, engine: Engine) -> None:
-        row = {"epoch": engine.state.epoch, **{k: v / max(1, self._count) for k, v in self._sums.items()}}
+        row = {"epoch": engine.state.epoch, **{k: float(v) / max(1, self._count) for k, v in self._sums.items()}}
         engine.state.history.append(row)
         engine.state.metrics.update({k: v for k, v in row.items() if k != "epoch"})
         self._sums, self._count = {}, 0
