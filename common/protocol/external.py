@@ -74,6 +74,25 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def _score_selected_model(
+    arm_dir: Path, network: Callable[[], nn.Module], settings: dict, device, score: Callable[[nn.Module], dict]
+) -> dict:
+    """Load ``<arm_dir>/best_model.pt`` into ``network()``, ``score`` it, cache the result in
+    ``<arm_dir>/external/external.json`` keyed by the model file's hash and ``settings``; a cached result is reused."""
+    model_file = arm_dir / "best_model.pt"
+    out = arm_dir / "external"
+    claim(out, {"model": file_sha256(model_file), **settings}, f"external scores of {arm_dir}")
+    if (out / EXTERNAL_FILE).is_file():
+        return json.loads((out / EXTERNAL_FILE).read_text())
+    net = network()
+    net.load_state_dict(torch.load(model_file, map_location="cpu", weights_only=True))
+    net = net.to(device).eval()
+    with torch.no_grad():
+        result = score(net)
+    _write_json(out / EXTERNAL_FILE, result)
+    return result
+
+
 def score_classifier(
     arm_dir: str | os.PathLike,
     network: Callable[[], nn.Module],
@@ -87,26 +106,14 @@ def score_classifier(
     Returns ``{"metrics": classification_metrics, "probs": (N, K) list, "labels": (N,) list}``, cached in
     ``<arm_dir>/external/external.json`` (reused while the model file and the items are the same).
     """
-    arm_dir = Path(arm_dir)
-    model_file = arm_dir / "best_model.pt"
-    out = arm_dir / "external"
-    settings = {"model": file_sha256(model_file), "items": list(items), "transforms": transforms,
-                "classes": list(class_names)}  # fmt: skip
-    claim(out, settings, f"external scores of {arm_dir}")
-    if (out / EXTERNAL_FILE).is_file():
-        return json.loads((out / EXTERNAL_FILE).read_text())
-    net = network()
-    net.load_state_dict(torch.load(model_file, map_location="cpu", weights_only=True))
-    net = net.to(device).eval()
-    with torch.no_grad():
+
+    def score(net: nn.Module) -> dict:
         probs, labels = predict_probs(net, items, transforms, device=device)
-    result = {
-        "metrics": classification_metrics(probs, labels, list(class_names)),
-        "probs": probs.tolist(),
-        "labels": labels.tolist(),
-    }
-    _write_json(out / EXTERNAL_FILE, result)
-    return result
+        metrics = classification_metrics(probs, labels, list(class_names))
+        return {"metrics": metrics, "probs": probs.tolist(), "labels": labels.tolist()}
+
+    settings = {"items": list(items), "transforms": transforms, "classes": list(class_names)}
+    return _score_selected_model(Path(arm_dir), network, settings, device, score)
 
 
 def score_segmenter(
@@ -118,20 +125,14 @@ def score_segmenter(
 ) -> dict:
     """Score the segmenter an arm selected (``<arm_dir>/best_model.pt``) on the prepared external ``cases``:
     ``evaluate_segmenter``'s result (per-case Dice under ``per_case``), cached as ``score_classifier`` caches."""
-    arm_dir = Path(arm_dir)
-    model_file = arm_dir / "best_model.pt"
-    out = arm_dir / "external"
-    settings = {"model": file_sha256(model_file), "cases": list(cases), "inferer": inferer}
-    claim(out, settings, f"external scores of {arm_dir}")
-    if (out / EXTERNAL_FILE).is_file():
-        return json.loads((out / EXTERNAL_FILE).read_text())
-    net = network()
-    net.load_state_dict(torch.load(model_file, map_location="cpu", weights_only=True))
-    net = net.to(device).eval()
-    with torch.no_grad():
-        result = evaluate_segmenter(net, cases, device=device, inferer=inferer)
-    _write_json(out / EXTERNAL_FILE, result)
-    return result
+    settings = {"cases": list(cases), "inferer": inferer}
+    return _score_selected_model(
+        Path(arm_dir),
+        network,
+        settings,
+        device,
+        lambda net: evaluate_segmenter(net, cases, device=device, inferer=inferer),
+    )
 
 
 def fast_metric(name: str, probs: np.ndarray, labels: np.ndarray, num_classes: int) -> float:
