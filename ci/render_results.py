@@ -9,11 +9,14 @@ Every number in those tables comes from a committed file, never typed by hand:
   ``<output_dir>/evaluation/``, with a ``provenance`` entry saying how it was made) -> the card's block
   ``<run>_report``: the arms table and the paired comparisons, by the same functions that write ``report.md``;
 - ``bundles/<name>/docs/results/dp_audit.json`` (``python -m common.privacy.canary_audit``) -> the block ``dp_audit``:
-  the canary audit's empirical epsilon lower bound beside the accountant's, per DP arm and setting.
+  the canary audit's empirical epsilon lower bound beside the accountant's, per DP arm and setting;
+- several of a bundle's reports side by side, one metric, beside the paper (``SUMMARIES``) -> the block
+  ``paper-summary``.
 
 A table lives between two markers, ``<!-- synthaug:NAME:start -->`` and ``<!-- synthaug:NAME:end -->``, so the prose
 around it is the author's. ``python ci/render_results.py`` rewrites the tables; ``--check`` exits 1 when a table
-differs from its file (the test suite runs that), naming the file.
+differs from its file (the test suite runs that), naming the file. ``--check`` also fails on a result row typed by
+hand: a table row with a mean ± std or a decimal confidence interval outside every block, named by file and line.
 """
 
 from __future__ import annotations
@@ -27,6 +30,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = ("liver_lesion_gan", "lung_cisl_gan", "skin_melanogan", "spine_stylegan2", "brain_pix2pix")
 TARGETS = {"precision": 0.7, "recall": 0.6, "coverage": 0.6}
+# the card's "beside the paper" table: (metric, [(column label, report stem), ...]) per bundle
+SUMMARIES = {
+    "spine_stylegan2": (
+        "auc",
+        [
+            ("PneumoniaMNIST, cpu.json (16 px)", "cpu_pneumoniamnist_report"),
+            ("phantom, cpu.json (64 px)", "cpu_phantom_report"),
+        ],
+    ),
+}
+# a measured value typed by hand: "12.3 ± 4.5" or a CI with decimals "[0.12, 0.34]" / "[+1.2, -3.4]"
+RESULT_CELL = re.compile(r"±|\[[-+]?\d+\.\d+, [-+]?\d+\.\d+\]")
+BLOCK = re.compile(r"<!-- synthaug:(\S+):(start|end) -->")
 
 
 def _f(v, digits=2) -> str:
@@ -174,6 +190,38 @@ def dp_audit_table(path: Path) -> str:
     return "\n".join(lines)
 
 
+def paper_summary(bundle_dir: Path) -> str | None:
+    spec = SUMMARIES.get(bundle_dir.name)
+    if spec is None:
+        return None
+    from common.protocol.report import paper_summary_table
+
+    metric, runs = spec
+    results = bundle_dir / "docs" / "results"
+    columns = [(label, json.loads((results / f"{stem}.json").read_text())) for label, stem in runs]
+    sources = ", ".join(f"`docs/results/{stem}.json`" for _, stem in runs)
+    return "\n".join(
+        [
+            f"From {sources}: {metric} in %, mean ± std across folds [95 % CI of the mean].",
+            "",
+            *paper_summary_table(columns, metric),
+        ]
+    )
+
+
+def hand_typed_results(path: Path, text: str) -> list[str]:
+    """``file:line`` of every table row outside the generated blocks that carries a measured value (mean ± std or a
+    decimal CI): such a row was typed by hand, and nothing checks it against a committed result file."""
+    found, inside = [], False
+    for number, line in enumerate(text.splitlines(), 1):
+        marker = BLOCK.search(line)
+        if marker:
+            inside = marker.group(2) == "start"
+        elif not inside and line.lstrip().startswith("|") and RESULT_CELL.search(line):
+            found.append(f"{path.relative_to(REPO)}:{number}")
+    return found
+
+
 def replace_block(text: str, name: str, body: str, where: Path) -> str:
     pattern = re.compile(rf"(<!-- synthaug:{name}:start -->\n)(.*?)(<!-- synthaug:{name}:end -->)", re.S)
     if not pattern.search(text):
@@ -194,6 +242,9 @@ def render() -> dict[Path, str]:
             out[card] = replace_block(out.get(card, card.read_text()), "dp_audit", dp_audit_table(audit), card)
         for path in sorted((card.parent / "results").glob("*_report.json")):
             out[card] = replace_block(out.get(card, card.read_text()), path.stem, protocol_table(path), card)
+        summary = paper_summary(card.parent.parent)
+        if summary is not None:
+            out[card] = replace_block(out.get(card, card.read_text()), "paper-summary", summary, card)
     doc = REPO / "docs" / "generators.md"
     if doc.is_file():
         text = replace_block(doc.read_text(), "quality-table", summary_table(), doc)
@@ -208,16 +259,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="exit 1 when a table differs from its result file")
     args = parser.parse_args(argv)
-    stale = []
+    stale, typed = [], []
     for path, text in render().items():
+        typed += hand_typed_results(path, text)
         if path.read_text() != text:
             stale.append(path)
             if not args.check:
                 path.write_text(text)
     if args.check and stale:
         print("tables differ from their result files (run python ci/render_results.py): " + ", ".join(map(str, stale)))
-        return 1
-    return 0
+    if typed:
+        print(
+            "result rows typed by hand, outside any generated block (commit the report and render it): "
+            + ", ".join(typed)
+        )
+    return 1 if (args.check and stale) or typed else 0
 
 
 if __name__ == "__main__":

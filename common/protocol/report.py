@@ -212,6 +212,31 @@ def arms_table(report: dict) -> list[str]:
     return lines
 
 
+def paper_summary_table(columns: list[tuple[str, dict]], metric: str) -> list[str]:
+    """One metric of several runs side by side, beside the paper's value: rows are the arms of every run (in first
+    appearance order), columns the paper then each ``(label, report)``; cells as in ``arms_table`` (in %)."""
+    arms: list[str] = []
+    for _, report in columns:
+        arms += [a for a in report["arms"] if a not in arms]
+    paper: dict = {}
+    for _, report in columns:  # the first run that states the paper's value for an arm gives it
+        for arm, ref in (report.get("paper_reference") or {}).items():
+            if isinstance(ref, dict) and metric in ref:
+                paper.setdefault(arm, ref[metric])
+    lines = [
+        f"| arm ({metric}) | paper | " + " | ".join(label for label, _ in columns) + " |",
+        "|---|---|" + "---|" * len(columns),
+    ]
+    for arm in arms:
+        ref = f"{100 * paper[arm]:.1f}" if arm in paper else "-"
+        cells = [
+            _fmt((r["arms"].get(arm) or {}).get("metrics", {}).get(metric)) if arm in r["arms"] else "-"
+            for _, r in columns
+        ]
+        lines.append(f"| {arm} | {ref} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def comparison_lines(report: dict) -> list[str]:
     """One line per compared pair and metric: the paired difference, its 95 % CI and the verdict."""
     lines = []

@@ -3,6 +3,7 @@ training + inference + the paper's protocol, resume after a kill, bad input, det
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -103,8 +104,11 @@ def test_protocol_report_has_arms_with_uncertainty_and_paper_numbers(tmp_path, c
     wf.initialize()
     assert wf.check_properties() in (None, [])
     wf.run()
-    rows = (tmp_path / "predictions" / "predictions.csv").read_text().splitlines()
-    assert len(rows) == 36 and {r.rsplit(",", 1)[1] for r in rows} <= {"0.0", "1.0", "2.0"}
+    with open(tmp_path / "predictions" / "predictions.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 36 and {r["prediction_index"] for r in rows} <= {"0", "1", "2"}
+    assert all(abs(sum(float(r[f"prob_{c}"]) for c in chosen["class_names"]) - 1) < 1e-5 for r in rows)
+    assert json.loads((tmp_path / "predictions" / "metrics.json").read_text())["n_images"] == 36, "labelled: metrics"
     # ... and as a bundle folder of its own, which MONAI Label's BundleInferTask loads and which runs without the repo
     folder = out / "liver_lesion_gan_classification"
     assert chosen["downstream_bundle"] == str(folder)
@@ -155,6 +159,35 @@ def test_killed_training_resumes_from_last_checkpoint(tmp_path):
     for name in ("cyst", "metastasis", "hemangioma"):
         resumed, reference = (torch.load(run / "gan" / name / "generator.pt") for run in (tmp_path, whole_dir))
         assert all(torch.equal(resumed[k], reference[k]) for k in reference), f"{name}: resumed != uninterrupted"
+
+
+@pytest.mark.slow
+def test_killed_evaluation_resumes_to_the_same_report(tmp_path):
+    """The paper protocol SIGKILLed inside fold 1's GAN training (fold 0 finished: its GANs, synthetic set and arms
+    are reused), then started again with the same command, ends with the report of a run never stopped."""
+
+    def args(out: Path) -> list[str]:
+        return [
+            "--config_file", str(_configs("train", "evaluate", "quick", "smoke")), "--output_dir", str(out),
+            "--max_epochs", "40", "--checkpoint_interval", "1", "--run_audit", "false",
+        ]  # fmt: skip
+
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    gan_dir = killed / "evaluation" / "fold1" / "gan" / "metastasis"
+    kill_training_after_checkpoints(args(killed), gan_dir / "checkpoints", n=2)
+    assert not (gan_dir / "generator.pt").exists(), "the kill landed inside the GAN's training, not after it"
+    assert not (killed / "evaluation" / "report.json").exists()
+    for out in (killed, whole):
+        done = _cli(args(out))
+        assert done.returncode == 0, done.stderr[-3000:]
+    reports = [json.loads((out / "evaluation" / "report.json").read_text()) for out in (killed, whole)]
+    assert reports[0]["arms"].keys() == reports[1]["arms"].keys()
+    for arm in reports[1]["arms"]:
+        assert reports[0]["arms"][arm]["per_fold"] == reports[1]["arms"][arm]["per_fold"], f"{arm}: resumed != whole"
+    resumed, reference = (
+        torch.load(out / "evaluation" / "fold1" / "gan" / "metastasis" / "generator.pt") for out in (killed, whole)
+    )
+    assert all(torch.equal(resumed[k], reference[k]) for k in reference), "the killed GAN ended elsewhere"
 
 
 def _fail(tmp_path, dataset_dir) -> DataError:
