@@ -160,6 +160,17 @@ def protocol_table(path: Path) -> str:
         fd, fd_real = synthesis.get("frechet_distance_randcnn"), synthesis.get("frechet_distance_randcnn_real_baseline")
         ratio = f"; Frechet distance {fd / fd_real:.1f}x real-vs-real" if fd and fd_real else ""
         lines += ["", f"Synthetic sets against held-out real images (`common.audit`, mean of folds): {got}{ratio}."]
+    audit = (report.get("privacy") or {}).get("mean") or {}
+    if "mia_auc_pixel" in audit:
+        lines += [
+            "",
+            "Privacy audit (mean of folds): membership-inference AUC "
+            f"{_f(audit.get('mia_auc_pixel'))} in pixels, {_f(audit.get('mia_auc_randcnn'))} in random-CNN features "
+            f"(0.50 = no signal); share of synthetic images closer to a training image than the 5th percentile of "
+            f"held-out-to-train distances {_f(audit.get('copy_fraction_pixel'), 3)} "
+            f"(real held-out {_f(audit.get('copy_fraction_pixel_real_baseline'), 3)}), exact copies "
+            f"{_f(audit.get('copy_fraction_fixed_pixel'), 3)}.",
+        ]
     warnings = report.get("warnings", review_report(report))
     lines += ["", *comparison_lines(report)] if report.get("comparisons") else []
     lines += external_lines(report, level=4)

@@ -39,3 +39,20 @@ def test_a_changed_number_is_caught_and_rewritten(tmp_path, monkeypatch, capsys)
     assert render.main([]) == 0 and render.main(["--check"]) == 0
     card = (root / "bundles" / shipped[0] / "docs" / "README.md").read_text()
     assert "| precision | 0.12 |" in card
+
+
+def test_a_result_row_typed_by_hand_is_refused(tmp_path, monkeypatch, capsys):
+    root = _copy_tree(tmp_path)
+    monkeypatch.setattr(render, "REPO", root)
+    card = root / "bundles" / "liver_lesion_gan" / "docs" / "README.md"
+    text = card.read_text()
+    lines = text.splitlines()
+    # a table row outside every block, with a measured value: refused even though every block is up to date
+    card.write_text(text + "\n| classic | 69.7 ± 4.3 [59.0, 80.4] |\n")
+    assert render.main(["--check"]) == 1
+    assert f"bundles/liver_lesion_gan/docs/README.md:{len(lines) + 2}" in capsys.readouterr().out
+    # rendering cannot fix it (only the author can): the plain run fails too
+    assert render.main([]) == 1
+    # a table row without a measured value (an HU window in integers) is fine
+    card.write_text(text + "\n| window | [-1000, 400] HU |\n")
+    assert render.main(["--check"]) == 0
