@@ -64,6 +64,9 @@ class GeneratorComparison:
         audit_kwargs: extra arguments of ``run_audit`` (``n_resamples``, ``max_images``, ...).
         gan_epochs, gan_batch_size, augment_repeats, checkpoint_interval, sample_interval, seed, device: as the
             protocol's GAN training (the seed of fold f is ``seed + f``, as there).
+        gan_steps, gan_augment: as the protocol's (``--recipe efficient``: a G-step budget, no classic augmentation of
+            the GANs' data). Every generator gets the same, so that the one trained in the protocol's folder
+            (``gan_dirs``) is reused as it is, not trained on, and the others get the same steps and data stream.
         a_min, a_max: the intensity window of the files (0, 255 for 8-bit images).
     """
 
@@ -88,6 +91,8 @@ class GeneratorComparison:
         augment_repeats: int = 1,
         checkpoint_interval: int = 1,
         sample_interval: int = 1,
+        gan_steps: int | None = None,
+        gan_augment: bool = True,
         seed: int = 0,
         a_min: float = 0.0,
         a_max: float = 255.0,
@@ -105,7 +110,7 @@ class GeneratorComparison:
         self.generators = list(generators)
         self.class_name = class_name
         self.transforms = transforms
-        self.augmentation = augmentation
+        self.augmentation = augmentation if gan_augment else None
         self.fold = int(fold)
         self.n_synthetic = int(n_synthetic)
         self.gan_dirs = dict(gan_dirs or {})
@@ -114,7 +119,8 @@ class GeneratorComparison:
         self.fit_kwargs = {
             "max_epochs": gan_epochs,
             "batch_size": gan_batch_size,
-            "repeats": augment_repeats,
+            "repeats": augment_repeats if gan_augment else 1,
+            "total_steps": gan_steps,
             "checkpoint_interval": checkpoint_interval,
             "sample_interval": sample_interval,
             "progress": False,
