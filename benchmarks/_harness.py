@@ -56,12 +56,17 @@ def benchmark_cli(
     n_help: str = "images per epoch",
     batch: int = 16,
     epochs: int = 2,
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+    select: Callable[[argparse.Namespace, list[str]], list[str]] | None = None,
 ) -> tuple[argparse.Namespace, torch.device, dict[str, dict]] | None:
-    """The shared command line: ``--size --n --batch --epochs --device`` (defaults per script).
+    """The shared command line: ``--size --n --batch --epochs --device --threads`` (defaults per script).
 
     Called with ``--case NAME`` (as ``run_cases`` calls the script) it runs ``run_case(case, size, n, batch, epochs,
     device)``, prints the JSON line and returns None; otherwise it runs every case in its own interpreter and returns
-    ``(args, device, {case: result})`` for the script to print.
+    ``(args, device, {case: result})`` for the script to print. ``--threads N`` sets ``torch.set_num_threads`` in
+    each case (default: torch's). ``add_arguments(parser)`` adds a script's own options; ``run_case`` then also gets
+    the parsed ``args=`` keyword. ``select(args, cases)`` returns the cases to run (a subset the script's options
+    chose, without those whose reference code is missing...).
     """
     parser = argparse.ArgumentParser(description=description.splitlines()[0])
     parser.add_argument("--size", choices=sorted(sizes), default=size)
@@ -69,10 +74,17 @@ def benchmark_cli(
     parser.add_argument("--batch", type=int, default=batch)
     parser.add_argument("--epochs", type=int, default=epochs)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in each case")
     parser.add_argument("--case", help=argparse.SUPPRESS)
+    if add_arguments is not None:
+        add_arguments(parser)
     args = parser.parse_args()
     device = torch.device(args.device)
     if args.case:
-        print(json.dumps(run_case(args.case, args.size, args.n, args.batch, args.epochs, device)))
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        extra = {"args": args} if add_arguments is not None else {}
+        print(json.dumps(run_case(args.case, args.size, args.n, args.batch, args.epochs, device, **extra)))
         return None
-    return args, device, run_cases(script, cases, sys.argv[1:])
+    chosen = list(cases) if select is None else select(args, list(cases))
+    return args, device, run_cases(script, chosen, sys.argv[1:])

@@ -57,6 +57,19 @@ class AugmentedDiscriminator:
         return getattr(self.discriminator, name)
 
 
+@contextlib.contextmanager
+def frozen(module: nn.Module):
+    """``module``'s trainable parameters with ``requires_grad`` off inside the block, on again after it."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 def make_ema(generator: nn.Module, decay: float) -> AveragedModel:
     """Exponential moving average of G's weights and buffers (Karras et al.), using PyTorch's ``AveragedModel``."""
     return AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
@@ -193,8 +206,9 @@ class GANTrainer(Trainer):
             engine._step(engine.d_optimizer, reg["d_reg"] * engine.d_reg_interval)
             logs.update(reg)
 
-        # generator; D is only a critic here, so its grads are dropped by the next zero_grad
-        with engine.generator_step_context():
+        # generator; D is only a critic here: its weights are frozen, so the backward pass through D computes the
+        # input gradients G needs and no weight gradients (a fifth to a third of D's backward, never used)
+        with engine.generator_step_context(), frozen(engine.discriminator):
             with engine._autocast():
                 g_terms = engine.objective.g_loss(engine.generator, disc, reals, labels)
             engine._step(engine.g_optimizer, g_terms["g_loss"])
