@@ -137,8 +137,9 @@ def protocol_table(path: Path) -> str:
     report = json.loads(path.read_text())
     prov = report.get("provenance", {})
     settings = ", ".join(f"{k} {v}" for k, v in (report.get("settings") or {}).items() if v is not None)
+    size = f"{report['n_images']} images" if report.get("n_images") else f"{report.get('n_cases')} cases"
     lines = [
-        f"From `docs/results/{path.name}`: {report.get('dataset')}, {report.get('n_images')} images, "
+        f"From `docs/results/{path.name}`: {report.get('dataset')}, {size}, "
         f"{report.get('folds')} patient-separated folds, seed {report.get('seed')}; {settings}. Values in %: "
         "mean ± std across folds [95 % CI of the mean, Student t].",
     ]
@@ -160,6 +161,28 @@ def protocol_table(path: Path) -> str:
         fd, fd_real = synthesis.get("frechet_distance_randcnn"), synthesis.get("frechet_distance_randcnn_real_baseline")
         ratio = f"; Frechet distance {fd / fd_real:.1f}x real-vs-real" if fd and fd_real else ""
         lines += ["", f"Synthetic sets against held-out real images (`common.audit`, mean of folds): {got}{ratio}."]
+    per_generator = {
+        name: v
+        for name, v in (report.get("synthesis") or {}).items()
+        if isinstance(v, dict) and "precision_randcnn" in v and name not in ("mean", "per_fold")
+    }
+    if per_generator:  # a generator comparison (skin): each generator against the same held-out real images
+        base = next(iter(per_generator.values()))
+        lines += [
+            "",
+            "Generators compared on fold 0's held-out real images (`common.audit`, random-CNN features):",
+            "",
+            "| generator | precision | recall | coverage | Frechet / real-vs-real |",
+            "|---|---|---|---|---|",
+        ]
+        for name, v in [*per_generator.items(), ("real vs real", None)]:
+            if v is None:
+                cells = [_f(base.get(f"{m}_randcnn_real_baseline")) for m in ("precision", "recall", "coverage")]
+                lines.append(f"| {name} | {' | '.join(cells)} | 1.00 |")
+                continue
+            fd, fd_real = v.get("frechet_distance_randcnn"), v.get("frechet_distance_randcnn_real_baseline")
+            cells = [_f(v.get(f"{m}_randcnn")) for m in ("precision", "recall", "coverage")]
+            lines.append(f"| {name} | {' | '.join(cells)} | {_f(fd / fd_real if fd and fd_real else None)} |")
     audit = (report.get("privacy") or {}).get("mean") or {}
     if "mia_auc_pixel" in audit:
         lines += [

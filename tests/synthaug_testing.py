@@ -113,3 +113,41 @@ def load_ci_script(name: str) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def tiny_exported_segmenter(out: Path, size: int = 32, depth: int = 12) -> tuple[Path, Path]:
+    """The brain evaluation's downstream export (``SegmentationProtocol.export_best_segmenter``'s labels, channels
+    and template) of a tiny random-weight UNet, written as ``out/brain_pix2pix_segmentation``; plus one prepared case
+    (NIfTI, sequences last) of ``size`` x ``size`` x ``depth``. Returns ``(folder, case)``."""
+    import nibabel as nib
+    import numpy as np
+    import torch
+    from monai.networks.nets import UNet
+
+    from common.protocol.export import export_downstream
+    from common.protocol.segmentation import SEGMENTER_CHANNELS, SEGMENTER_LABELS
+
+    brain = REPO / "bundles" / "brain_pix2pix"
+    sequences, channels = ["t1", "t1ce", "t2", "flair"], [4, 8, 16]
+    model = out / "fold0" / "real"
+    model.mkdir(parents=True)
+    torch.manual_seed(0)
+    net = UNet(spatial_dims=2, in_channels=4, out_channels=3, channels=channels, strides=[2, 2], num_res_units=2)
+    torch.save(net.state_dict(), model / "best_model.pt")
+    (model / "result.json").write_text(json.dumps({"best_val_dice_mean": 0.5}))
+    record = export_downstream(
+        [("real", 0, model / "result.json")], "best_val_dice_mean", out / "segmenter.pt", kind="segmentation",
+        labels=SEGMENTER_LABELS,
+        downstream={
+            "template": str(brain / "configs" / "segment.json"), "source_root": str(brain),
+            "channels": SEGMENTER_CHANNELS,
+            "config": {"sequences": sequences, "image_size": size, "seg_channels": channels},
+            "image": {"data_type": "nifti", "modality": "MR", "num_channels": len(sequences),
+                      "spatial_shape": [size, size], "is_patch_data": True,
+                      "channel_def": {str(i): s for i, s in enumerate(sequences)}},
+        },
+    )  # fmt: skip
+    case = out / "case.nii.gz"
+    pixels = np.random.default_rng(0).uniform(-1, 1, (size, size, depth, len(sequences))).astype(np.float32)
+    nib.save(nib.Nifti1Image(pixels, np.eye(4)), str(case))
+    return Path(record["downstream_bundle"]), case

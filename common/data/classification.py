@@ -44,6 +44,7 @@ __all__ = [
     "load_classification_dataset",
     "read_data_set",
     "split_archive",
+    "unlabelled_images",
     "unrecognised_layout",
     "validate_images",
 ]
@@ -381,16 +382,20 @@ def read_data_set(
     channels: str | None = None,
     external: bool = False,
     extra_layouts: Sequence[tuple[str, str]] = (),
+    key: str | None = None,
 ) -> dict[str, Any]:
     """One data set at ``path``, without choosing an external test set (see ``load_classification_dataset`` for the
     arguments). ``external``: the set *is* an external test set, so every split it ships is test data and a class
     may be absent. The result's ``embedded_test``: the test split the layout ships beside its data (a MedMNIST
     ``test`` split, an archive's ``Test/`` folder), described as ``external_test_set`` takes it (None when it ships
     none, and always when ``external``). ``extra_layouts``: ``(name, what it needs)`` of the layouts a caller reads
-    before this function (``load_skin_dataset``'s ISIC CSV), for the message of an unrecognised folder."""
+    before this function (``load_skin_dataset``'s ISIC CSV), for the message of an unrecognised folder. ``key``: the
+    config key that names ``path`` in messages (default ``test_dir`` when ``external``, else ``dataset_dir``; a
+    deployed classifier reads its input as an external set named ``dataset_dir``)."""
     from common.data.lidc import find_lidc
 
     path = _abspath(path)
+    key = key or _key(external)
     embedded = None
     validated = False
     if phantom_dir is not None and path == _abspath(phantom_dir):
@@ -400,7 +405,7 @@ def read_data_set(
         items, names = _from_datalist(datalist, image_key)
         source = "phantom"
     elif not path.exists():
-        raise DataError(f"{_key(external)} '{path}' does not exist (key '{_key(external)}')")
+        raise DataError(f"{key} '{path}' does not exist (key '{key}')")
     elif path.is_file() and path.suffix.lower() == ".json" or (path / "datalist.json").is_file():
         datalist = path if path.is_file() else path / "datalist.json"
         items, names = _from_datalist(datalist, image_key, class_names if external else None)
@@ -413,23 +418,23 @@ def read_data_set(
         from common.data.lidc import prepare_lidc_rois
 
         if cache_dir is None:
-            raise DataError(
-                f"{_key(external)} '{path}' is LIDC-IDRI VOIs: set 'cache_dir' for the 2-D ROIs made from it"
-            )
+            raise DataError(f"{key} '{path}' is LIDC-IDRI VOIs: set 'cache_dir' for the 2-D ROIs made from it")
         mapping = lidc_mapping or "lesion3"
         out_dir = Path(cache_dir) / f"lidc_{mapping}_{lidc_roi_size}"
         datalist = Path(prepare_lidc_rois(path, out_dir, mapping=mapping, roi_size=lidc_roi_size))
         items, names = _from_datalist(datalist, image_key)
         source = "lidc_vois"
     elif (npz := _medmnist_file(path)) is not None:
-        items, names, datalist, embedded = _from_medmnist(npz, path, cache_dir, image_key, class_names, external)
+        items, names, datalist, embedded = _from_medmnist(npz, path, cache_dir, image_key, class_names, external, key)
         source = npz.stem.split("_")[0]
     elif (archive := split_archive(path)) is not None:
         train_dir, test_part = archive
         part = (test_part or train_dir) if external else train_dir
         settings = dict(lidc_mapping=lidc_mapping, image_key=image_key, min_per_class=min_per_class,
                         lidc_roi_size=lidc_roi_size, image_shape=image_shape, channels=channels)  # fmt: skip
-        inner = read_data_set(part, cache_dir=cache_dir, class_names=class_names, external=external, **settings)
+        inner = read_data_set(
+            part, cache_dir=cache_dir, class_names=class_names, external=external, key=key, **settings
+        )
         items, names, source, validated = inner["items"], inner["class_names"], inner["source"], True
         datalist, embedded = inner["datalist"], inner["embedded_test"]
         if test_part is not None and not external:
@@ -437,21 +442,19 @@ def read_data_set(
             held = read_data_set(test_part, cache_dir=test_cache, class_names=names, external=True, **settings)
             embedded = dict(held, origin=f"{test_part.name}/ folder of {path.name}")
         logger.info(
-            f"{_key(external)} '{path}' ships its own split: "
+            f"{key} '{path}' ships its own split: "
             + (f"{part.name}/ is the external test set" if external else f"{train_dir.name}/ is the data set")
             + (f"; {test_part.name}/ is held out as the test set" if test_part is not None and not external else "")
         )
     else:
         found = _from_folders(path, image_key, class_names, require_all=not external) if path.is_dir() else None
         if found is None:
-            raise DataError(unrecognised_layout(path, _key(external), extra_layouts))
+            raise DataError(unrecognised_layout(path, key, extra_layouts))
         items, names = found
         datalist, source = None, "folder"
     if class_names is not None and list(names) != [str(c) for c in class_names]:
-        raise DataError(
-            f"{_key(external)} '{path}': its classes {list(names)} differ from class_names {list(class_names)}"
-        )
-    _check_counts(items, names, min_per_class, f"{_key(external)} '{path}'", require_all=not external)
+        raise DataError(f"{key} '{path}': its classes {list(names)} differ from class_names {list(class_names)}")
+    _check_counts(items, names, min_per_class, f"{key} '{path}'", require_all=not external)
     if channels is not None and channels not in CHANNEL_LAYOUTS:
         raise DataError(f"channels must be one of {CHANNEL_LAYOUTS}, got {channels!r} (key 'channels')")
     if (image_shape is not None or channels is not None) and not validated:
@@ -466,6 +469,21 @@ def read_data_set(
         "dataset_dir": str(path),
         "embedded_test": embedded,
     }
+
+
+def unlabelled_images(folder: str | os.PathLike) -> tuple[list[Path], list[Path]]:
+    """Images without labels in ``folder``: those directly in it, else those of every ``<split>/images/`` sub-folder
+    (a Roboflow / YOLO export as published, ``valid/images/`` beside ``valid/labels/``). Returns ``(files, the
+    folders they lie in)``, both sorted; empty lists when there are none (or ``folder`` is not a folder)."""
+    root = Path(folder)
+    if not root.is_dir():
+        return [], []
+    files = sorted(f for f in root.iterdir() if f.is_file() and has_image_suffix(f.name) and not f.name.startswith("."))
+    if files:
+        return files, [root]
+    folders = sorted(d for d in root.glob("*/images") if d.is_dir())
+    files = sorted(f for d in folders for f in d.iterdir() if f.is_file() and has_image_suffix(f.name))
+    return files, [d for d in folders if any(f.parent == d for f in files)]
 
 
 def split_archive(path: str | os.PathLike) -> tuple[Path, Path | None] | None:
@@ -537,13 +555,15 @@ def _from_medmnist(
     image_key: str,
     class_names: Sequence[str] | None,
     external: bool,
+    key: str | None = None,
 ) -> tuple[list[dict], list[str], Path, dict | None]:
     """A MedMNIST ``.npz``: ``train`` + ``val`` are the data set and ``test`` is its embedded test set; every split is
     test data when the file is an external test set. Splits or arrays it does not use are named in the log."""
     from common.data.medmnist import npz_splits, prepare_medmnist_npz
 
     if cache_dir is None:
-        raise DataError(f"{_key(external)} '{path}' is a MedMNIST .npz: set 'cache_dir' for the PNG files made from it")
+        key = key or _key(external)
+        raise DataError(f"{key} '{path}' is a MedMNIST .npz: set 'cache_dir' for the PNG files made from it")
     held = npz_splits(npz)
     if external:
         splits = held["splits"]

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from common.data.datalist import read_datalist, write_datalist
-from common.data.io import read_image, write_image
+from common.data.io import has_image_suffix, read_image, write_image
 from common.errors import DataError
 from common.fs import staging_dir, swap_in
 
@@ -47,8 +47,10 @@ __all__ = [
     "LidcLayout",
     "LidcMapping",
     "find_lidc",
+    "find_voi_folder",
     "nodule_signs",
     "prepare_lidc_rois",
+    "prepare_voi_rois",
     "read_lidc_metadata",
     "register_lidc_mapping",
 ]
@@ -349,10 +351,7 @@ def prepare_lidc_rois(
 
         def one(job: tuple[Mapping[str, str], str, int]) -> dict[str, Any]:
             row, name, label = job
-            image_path = voi_dir / "image" / name
-            roi, z, side = _roi(image_path, voi_dir / "nodule_mask" / name, roi_size)
-            rel = f"images/{name}"
-            write_image(tmp / rel, roi, spacing=_in_plane_spacing(image_path, side / roi_size))
+            rel, z = _write_roi(voi_dir, name, tmp, roi_size)
             return {
                 "image": rel,
                 "label": label,
@@ -365,7 +364,7 @@ def prepare_lidc_rois(
                 "malignancy": _rating(row, "Malignancy_value"),
                 "signs": nodule_signs(row),
                 "slice": z,
-                "source": str(image_path),
+                "source": str(voi_dir / "image" / name),
             }
 
         # Threads: the work is mostly gzip and file I/O (which release the GIL); order is kept by map().
@@ -390,6 +389,59 @@ def prepare_lidc_rois(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return str(datalist_path)
+
+
+def _write_roi(voi_dir: Path, name: str, out_root: Path, roi_size: int) -> tuple[str, int]:
+    """The ROI of ``<voi_dir>/image/<name>`` (placed by ``nodule_mask/<name>`` when there is one) written to
+    ``<out_root>/images/<name>``; returns that relative path and the chosen slice."""
+    image_path = voi_dir / "image" / name
+    roi, z, side = _roi(image_path, voi_dir / "nodule_mask" / name, roi_size)
+    rel = f"images/{name}"
+    write_image(out_root / rel, roi, spacing=_in_plane_spacing(image_path, side / roi_size))
+    return rel, z
+
+
+def find_voi_folder(folder: str | os.PathLike) -> Path | None:
+    """The folder holding ``image/`` (``folder`` itself or its ``VOIs/``) when ``folder`` holds nodule VOIs, with or
+    without a metadata table; None otherwise."""
+    folder = Path(folder)
+    return next((d for d in (folder / s if s != "." else folder for s in VOI_FOLDERS) if (d / "image").is_dir()), None)
+
+
+def prepare_voi_rois(voi_dir: str | os.PathLike, out_dir: str | os.PathLike, roi_size: int = 64) -> str:
+    """Unlabelled VOIs (``<voi_dir>/image/*`` without a metadata table, e.g. new patients' nodules): one ROI per
+    VOI, made exactly as :func:`prepare_lidc_rois` makes them, plus ``datalist.json`` without labels; returns its path.
+
+    Items carry ``patient`` (the part of the name before ``_R_``, else the file stem), ``nodule_id`` (after it) and
+    ``source`` (the VOI). Rebuilt on every call, in a staging folder swapped in at the end.
+
+    Raises:
+        DataError: ``image/`` holds no image files, or a VOI is unreadable (naming the file).
+    """
+    voi_dir = Path(os.path.abspath(voi_dir))
+    out_dir = Path(os.path.abspath(out_dir))
+    names = sorted(f.name for f in (voi_dir / "image").iterdir() if f.is_file() and has_image_suffix(f.name))
+    if not names:
+        raise DataError(f"VOI folder '{voi_dir / 'image'}' holds no image files (key 'dataset_dir')")
+    tmp = staging_dir(out_dir)
+    try:
+
+        def one(name: str) -> dict[str, Any]:
+            rel, z = _write_roi(voi_dir, name, tmp, roi_size)
+            stem = name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else os.path.splitext(name)[0]
+            patient, _, nodule = stem.partition("_R_")
+            return {"image": rel, "patient": patient, "nodule_id": nodule, "slice": z,
+                    "source": str(voi_dir / "image" / name)}  # fmt: skip
+
+        with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
+            items = list(pool.map(one, names))
+        write_datalist(tmp / "datalist.json", items, name="vois", roi_size=int(roi_size), version=ROI_VERSION,
+                       voi_dir=str(voi_dir))  # fmt: skip
+        swap_in(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return str(out_dir / "datalist.json")
 
 
 def _in_plane_spacing(image_path: Path, factor: float) -> tuple[float, float]:

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from monai.transforms import Compose, EnsureTyped, MapTransform, ScaleIntensityRanged
 
-from common.data.io import MIN_SIDE, has_image_suffix, image_loader
+from common.data.classification import unlabelled_images
+from common.data.io import MIN_SIDE, image_loader
 from common.data.transforms import CheckImaged
 from common.errors import DataError
 
@@ -97,14 +98,11 @@ def unlabelled_image_csv(images_dir: str | os.PathLike, cache_dir: str | os.Path
     root = Path(images_dir)
     if not root.is_dir():
         raise DataError(f"unlabelled images: folder '{root}' does not exist")
-    files = sorted(f for f in root.iterdir() if f.is_file() and has_image_suffix(f.name))
-    if not files:  # a Roboflow / YOLO export: <split>/images/ beside <split>/labels/, for each of train/valid/test
-        folders = sorted(d for d in root.glob("*/images") if d.is_dir())
-        files = sorted(f for d in folders for f in d.iterdir() if f.is_file() and has_image_suffix(f.name))
-        if files:
-            logger.info(
-                f"unlabelled images: {len(files)} images from {', '.join(str(d.relative_to(root)) for d in folders)}"
-            )
+    files, folders = unlabelled_images(root)  # directly in it, or a Roboflow / YOLO export's <split>/images/
+    if files and folders != [root]:
+        logger.info(
+            f"unlabelled images: {len(files)} images from {', '.join(str(d.relative_to(root)) for d in folders)}"
+        )
     if not files:
         raise DataError(
             f"unlabelled images: folder '{root}' holds no image files, directly or in <split>/images/ sub-folders "

@@ -36,11 +36,25 @@ from common.data.io import MIN_SIDE, image_loader
 from common.data.transforms import CheckImaged
 from common.errors import DataError
 
-__all__ = ["ISIC_CLASSES", "ToRGBd", "load_skin_dataset", "read_isic_ground_truth", "rgb_classification_transforms"]
+__all__ = [
+    "ISIC_CLASSES",
+    "ISIC_LAYOUT",
+    "ToRGBd",
+    "find_isic_csv",
+    "load_skin_dataset",
+    "read_isic_ground_truth",
+    "rgb_classification_transforms",
+]
 
 #: ISIC 2017's three classes, in the label order the phantom uses too.
 ISIC_CLASSES = ("nevus", "melanoma", "seborrheic_keratosis")
 _ISIC_SUFFIXES = (".jpg", ".jpeg", ".png")
+#: the ISIC layout as ``read_data_set``'s ``extra_layouts`` names it when a folder matches no layout
+ISIC_LAYOUT = (
+    "ISIC ground truth",
+    "a .csv with columns image_id,melanoma[,seborrheic_keratosis] and the images <image_id>.jpg|.png beside or "
+    "below it",
+)
 
 
 def _is_isic(path: Path) -> bool:
@@ -55,6 +69,14 @@ def _is_isic(path: Path) -> bool:
 
 def _isic_csv_in(folder: Path) -> Path | None:
     return next((path for path in sorted(folder.glob("*.csv")) if _is_isic(path)), None)
+
+
+def find_isic_csv(path: str | os.PathLike) -> Path | None:
+    """The ISIC ground-truth CSV at ``path``: ``path`` itself when it is one, the first one in a folder, else None."""
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() == ".csv" and _is_isic(path):
+        return path
+    return _isic_csv_in(path) if path.is_dir() else None
 
 
 def _flag(value: str, where: str, column: str) -> bool:
@@ -170,12 +192,7 @@ def _read_skin(
     """The data set at ``path`` without choosing its external test set (``embedded_test``: the test part it ships).
     ``external``: it is an external test set (a class may be absent)."""
     is_phantom = phantom_dir is not None and path == Path(os.path.abspath(os.path.expanduser(str(phantom_dir))))
-    isic_csv = None
-    if not is_phantom and path.exists():
-        if path.is_file() and path.suffix.lower() == ".csv" and _is_isic(path):
-            isic_csv = path
-        elif path.is_dir():
-            isic_csv = _isic_csv_in(path)
+    isic_csv = None if is_phantom else find_isic_csv(path)
     if isic_csv is not None:
         dataset = read_isic_ground_truth(isic_csv)
         if class_names is not None and list(class_names) != dataset["class_names"]:
@@ -189,9 +206,8 @@ def _read_skin(
         class_names=class_names,
         min_per_class=1,
         external=external,
-        extra_layouts=[("ISIC ground truth", "a .csv with columns image_id,melanoma[,seborrheic_keratosis] and the "
-                        "images <image_id>.jpg|.png beside or below it")],
-    )  # fmt: skip
+        extra_layouts=[ISIC_LAYOUT],
+    )
 
 
 class ToRGBd(CheckImaged):

@@ -1,4 +1,5 @@
-"""MONAI dictionary transforms for ROI classification: load -> window to [-1, 1] -> plain float tensor.
+"""MONAI dictionary transforms for ROI classification: load -> window to [-1, 1] -> plain float tensor; and the class
+scores as MONAI Label serves them (:class:`ClassScoresd`).
 
 Classic augmentation is not a per-item transform here: it runs on whole batches on the training device
 (``common.data.augment.ClassicAugmentation``), because per-item ``RandAffined`` costs 15-25 ms per 64x64 image on CPU
@@ -12,11 +13,13 @@ from typing import Any
 
 import torch
 from monai.config import KeysCollection
+from monai.data import MetaTensor
 from monai.transforms import Compose, EnsureTyped, MapTransform, ScaleIntensityRanged
+from monai.utils import PostFix
 
 from common.data.io import check_image, image_loader
 
-__all__ = ["CheckImaged", "roi_classification_transforms"]
+__all__ = ["CheckImaged", "ClassScoresd", "roi_classification_transforms"]
 
 
 class CheckImaged(MapTransform):
@@ -67,3 +70,39 @@ def roi_classification_transforms(
             EnsureTyped(keys=keys, dtype=torch.float32, track_meta=False),
         ]
     )
+
+
+class ClassScoresd(MapTransform):
+    """The last postprocessing step of a classifier: ``keys`` (class scores, ``(C,)`` or a batch ``(B, C)``) become a
+    ``MetaTensor`` without spatial metadata, and the geometry of ``ref_image`` is dropped from the item.
+
+    Why: MONAI Label's monaibundle app appends its ``Restored`` post-transform to every bundle's postprocessing. It
+    maps a prediction back onto the grid of the input (``spatial_shape`` from ``ref_image``'s ``MetaTensor`` meta or
+    its ``<ref_image>_meta_dict``, which MONAI Label's loader always writes); a score vector has no grid, and with
+    the input's ``spatial_shape`` present it fails ("operands could not be broadcast together with shapes (0,)
+    (2,)"): HTTP 500. Without that geometry it leaves the scores as they are. Its ``ClassificationWriter`` then reads
+    the scores through ``MetaTensor.array``, hence the type. The pixels of ``ref_image`` stay; only where they came
+    from (no longer needed once the network has run) goes.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "pred",
+        ref_image: str = "image",
+        meta_key_postfix: str = PostFix.meta(),
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.ref_image = ref_image
+        self.meta_key_postfix = meta_key_postfix
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            scores = d[key]
+            scores = scores.as_tensor() if isinstance(scores, MetaTensor) else torch.as_tensor(scores)
+            d[key] = MetaTensor(scores)
+        d.pop(f"{self.ref_image}_{self.meta_key_postfix}", None)
+        if isinstance(d.get(self.ref_image), MetaTensor):
+            d[self.ref_image] = d[self.ref_image].as_tensor()
+        return d

@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from monai.metrics import compute_confusion_matrix_metric, compute_roc_auc
 
+from common.metrics.stats import bootstrap_over_patients
+
 
 def confusion_matrix(pred: np.ndarray, true: np.ndarray, num_classes: int) -> np.ndarray:
     """``cm[t, p]`` = number of samples of true class t predicted as p.
@@ -133,3 +135,93 @@ def binary_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     avg = first + (counts - 1) / 2.0 + 1.0
     ranks[order] = np.repeat(avg, counts)
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+#: the metrics ``fast_metric`` computes, as ``classification_metrics`` defines them
+FAST_METRICS = ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "auc")
+
+
+def fast_metric(name: str, probs: np.ndarray, labels: np.ndarray, num_classes: int) -> float:
+    """One of ``FAST_METRICS`` of ``probs`` (N, K) against ``labels`` (N,), as ``classification_metrics`` defines it
+    (``sensitivity`` / ``specificity``: of class 1 with two classes, else the macro mean over the classes; ``auc``:
+    macro one-vs-rest), in microseconds (a bootstrap calls it thousands of times); NaN where
+    ``classification_metrics`` gives NaN (a class absent from ``labels``)."""
+    if name not in FAST_METRICS:
+        raise ValueError(f"fast_metric: unknown metric {name!r} (use one of {FAST_METRICS})")
+    if len(labels) == 0:
+        return float("nan")
+    pred = probs.argmax(1)
+    if name == "accuracy":
+        return float(np.mean(pred == labels))
+    present = np.bincount(labels, minlength=num_classes)
+    if (present == 0).any():
+        return float("nan")
+    if name == "auc":
+        return float(np.mean([binary_auc(probs[:, c], labels == c) for c in range(num_classes)]))
+    recall = [np.mean(pred[labels == c] == c) for c in range(num_classes)]
+    if name == "balanced_accuracy" or (name == "sensitivity" and num_classes > 2):
+        return float(np.mean(recall))
+    if num_classes == 2:  # those of the positive class 1: its specificity is the recall of class 0
+        return float(recall[1] if name == "sensitivity" else recall[0])
+    return float(np.mean([np.mean(pred[labels != c] != c) for c in range(num_classes)]))
+
+
+def _finite_or_none(value):
+    """NaN -> None (JSON has no NaN), recursively through dicts and lists."""
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def classification_metrics_with_ci(
+    probs: np.ndarray,
+    labels: np.ndarray,
+    patients: list[str] | tuple[str, ...],
+    class_names: list[str] | tuple[str, ...],
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """``classification_metrics`` of ``probs`` (N, K) against ``labels`` (N,), each of ``FAST_METRICS`` with a
+    percentile bootstrap 95 % CI over *patients* (``bootstrap_over_patients``: a drawn patient brings all its images).
+
+    Returns a JSON-ready dict (NaN written as None): ``metrics`` ``{name: {"value", "ci95": [lo, hi], "std",
+    "n_resamples"}}``, ``per_class`` sensitivity/specificity, ``confusion_matrix`` (``[true][predicted]``),
+    ``counts`` (images per true class), ``missing_classes``, ``undefined`` (why a metric is None), ``n_images``,
+    ``n_patients``, ``ci`` (how the intervals were made) and ``sensitivity_specificity`` (of which class).
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if len(patients) != len(labels):
+        raise ValueError(f"{len(patients)} patient ids for {len(labels)} labels")
+    k = len(class_names)
+    full = classification_metrics(probs, labels, class_names)
+    metrics, n_patients = {}, len(set(map(str, patients)))
+    for name in FAST_METRICS:
+
+        def statistic(idx: np.ndarray, name: str = name) -> float:
+            return fast_metric(name, probs[idx], labels[idx], k)
+
+        boot = bootstrap_over_patients(patients, statistic, n_resamples=n_resamples, seed=seed)
+        metrics[name] = {"value": full[name], **{key: boot[key] for key in ("ci95", "std", "n_resamples")}}
+    counts = np.bincount(labels, minlength=k)
+    return _finite_or_none(
+        {
+            "metrics": metrics,
+            "per_class": full["per_class"],
+            "confusion_matrix": full["confusion_matrix"],
+            "counts": {str(name): int(counts[i]) for i, name in enumerate(class_names)},
+            "missing_classes": full["missing_classes"],
+            "undefined": full["undefined"],
+            "n_images": int(len(labels)),
+            "n_patients": n_patients,
+            "ci": f"95 % percentile bootstrap over patients ({n_resamples} resamples, seed {seed})",
+            "sensitivity_specificity": (
+                f"of class 1, the positive class '{class_names[1]}'" if k == 2 else "macro means over the classes"
+            ),
+        }
+    )

@@ -67,3 +67,26 @@ def bootstrap_ci(
         "ci95": [float(lo), float(hi)],
         "n_resamples": len(samples),
     }
+
+
+def bootstrap_over_patients(
+    patients: Sequence[str], statistic: Callable[[np.ndarray], float], n_resamples: int = 1000, seed: int = 0
+) -> dict:
+    """Percentile bootstrap of ``statistic(image_indices)``, resampling *patients* with replacement (each drawn
+    patient brings all its images), as ``bootstrap_ci`` returns it plus ``n_patients``.
+
+    Images of one patient are not independent (a nodule seen twice, two radiographs of one child): resampling images
+    would give intervals that are too narrow whenever a patient has several."""
+    groups: dict[str, list[int]] = {}
+    for i, patient in enumerate(patients):
+        groups.setdefault(str(patient), []).append(i)
+    members = [np.asarray(v, dtype=np.int64) for v in groups.values()]
+    single = np.asarray([m[0] for m in members]) if all(len(m) == 1 for m in members) else None
+
+    def on_patients(rows: np.ndarray) -> float:
+        if single is not None:  # one image per patient (MedMNIST, most 2-D sets): no concatenation per resample
+            return statistic(single[rows])
+        return statistic(np.concatenate([members[int(r)] for r in rows]))
+
+    result = bootstrap_ci(on_patients, np.arange(len(members)), n_resamples=n_resamples, seed=seed)
+    return result | {"n_patients": len(members)}

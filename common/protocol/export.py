@@ -34,7 +34,7 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -182,8 +182,10 @@ def _inference_config(template: dict, template_path: Path, name: str, kind: str,
     out["_comment"] = (
         f"Downstream {kind} bundle exported by an evaluation of the GAN bundle (see configs/metadata.json "
         "'synthaug_export' and docs/README.md). MONAI Label (BundleInferTask) reads network_def, preprocessing, "
-        "inferer and postprocessing; 'python -m monai.bundle run --config_file configs/inference.json' runs the "
-        "model over <dataset_dir>/datalist.json (Decathlon style, 'training' list of {'image': path})."
+        "inferer and postprocessing; 'python -m monai.bundle run --config_file configs/inference.json --dataset_dir "
+        "DIR' runs the model over DIR in any layout the training reader accepts, or over images without labels "
+        "(common.engines.prediction.read_prediction_set), and writes predictions.csv (per-class probabilities) and, "
+        "for labelled input, metrics.json (95 % CIs by a bootstrap over patients) to prediction_dir."
     )
     out.update(config)
     out["bundle_name"] = name
@@ -199,9 +201,29 @@ def _inference_config(template: dict, template_path: Path, name: str, kind: str,
     return out
 
 
+def _label_names(labels: Sequence[str] | Mapping[int, str]) -> dict[int, str]:
+    """``{value: name}`` of a model's answer: a mapping as given (a label map whose values are not 0..n-1, such as
+    BraTS's 0, 1, 2, 4), a sequence by position (class index, channel)."""
+    if isinstance(labels, Mapping):
+        return {int(v): str(n) for v, n in labels.items()}
+    return {i: str(n) for i, n in enumerate(labels)}
+
+
 def _metadata(
-    source_meta: dict, name: str, kind: str, image: dict, labels, output: dict | None, selection: dict, source: str
+    source_meta: dict,
+    name: str,
+    kind: str,
+    image: dict,
+    labels,
+    output: dict | None,
+    selection: dict,
+    source: str,
+    channels: Sequence[str] | None = None,
 ) -> dict:
+    names = _label_names(labels)
+    # MONAI Label (BundleInferTask) takes its label names and ids from outputs.pred.channel_def: they must be the
+    # values of the answer after postprocessing, which it writes as the label (or scores, for a classifier)
+    channel_def = {str(v): n for v, n in names.items()}
     image = dict(image)
     data_type = image.pop("data_type", source_meta.get("data_type", "nifti"))
     image_spec = {
@@ -220,7 +242,7 @@ def _metadata(
             "type": "probabilities",
             "format": "classes",
             "modality": "none",
-            "num_channels": len(labels),
+            "num_channels": len(names),
             "spatial_shape": [],
             "dtype": "float32",
             "value_range": [0, 1],
@@ -231,13 +253,35 @@ def _metadata(
             "type": "image",
             "format": "segmentation",
             "modality": "none",
-            "num_channels": len(labels),
+            "num_channels": len(channels) if channels else len(names),
             "spatial_shape": list(image_spec["spatial_shape"]),
             "dtype": "float32",
             "value_range": [0, 1],
             "is_patch_data": image_spec["is_patch_data"],
         }
-    pred = pred | dict(output or {}) | {"channel_def": {str(i): str(n) for i, n in enumerate(labels)}}
+    pred = pred | dict(output or {}) | {"channel_def": channel_def}
+    data_format = {"inputs": {"image": image_spec}, "outputs": {"pred": pred}}
+    values = ", ".join(f"{v} {n}" for v, n in names.items())
+    pred_classes = values
+    if channels:
+        # the network's channels are not the answer's values: postprocessing makes a label map of them
+        data_format["post_processed_outputs"] = {
+            "pred": {
+                "type": "image",
+                "format": "labels",
+                "modality": "none",
+                "num_channels": 1,
+                "spatial_shape": [],
+                "dtype": "int16",
+                "value_range": [min(names), max(names)],
+                "is_patch_data": False,
+                "channel_def": channel_def,
+            }
+        }
+        pred_classes = (
+            f"network output channels: {', '.join(f'{i} {c}' for i, c in enumerate(channels))}; after "
+            f"postprocessing (configs/inference.json) one label map of values {values}"
+        )
     version = source_meta.get("version", "0.0.0")
     arm, fold = selection["arm"], selection["fold"]
     what = "classifier" if kind == "classification" else "segmenter"
@@ -256,7 +300,7 @@ def _metadata(
         "required_packages_version": dict(source_meta.get("required_packages_version", {})),
         "supported_apps": {"monai-label": "0.8.5"},
         "name": f"{what.capitalize()} exported from {source_meta.get('name', source)}",
-        "task": f"{kind.capitalize()}: {', '.join(map(str, labels))}",
+        "task": f"{kind.capitalize()}: {', '.join(n for n in names.values() if n.lower() != 'background')}",
         "description": (
             f"The downstream {what} of the {source} evaluation (arm '{arm}', fold {fold}), trained on "
             f"{selection.get('dataset', '?')}. Chosen on {selection['selected_on']}; the test folds played no part "
@@ -271,16 +315,32 @@ def _metadata(
             f"{'x'.join(map(str, image_spec['spatial_shape'])) or 'any size'} at the network's input "
             "(configs/inference.json 'preprocessing' loads and scales it)"
         ),
-        "label_classes": ", ".join(f"{i} {n}" for i, n in enumerate(labels)),
-        "pred_classes": ", ".join(f"{i} {n}" for i, n in enumerate(labels)),
+        "label_classes": values,
+        "pred_classes": pred_classes,
         "eval_metrics": {m: s.get("mean") for m, s in metrics.items() if isinstance(s, dict)},
         "intended_use": source_meta.get("intended_use", "Research only; not for clinical use"),
         "references": list(source_meta.get("references", [])),
-        "network_data_format": {"inputs": {"image": image_spec}, "outputs": {"pred": pred}},
+        "network_data_format": data_format,
         "synthaug_export": selection,
     }
     # label names, data set names and paths come from data; monai.bundle run reads this file into its parser
     return parser_inert({k: v for k, v in meta.items() if v is not None})
+
+
+#: what the exported classifier reads and writes, for its model card
+_PREDICTION_NOTES = [
+    "`DIR` is in any layout the training reader accepts, prepared by the same code as in training: a datalist"
+    " (`datalist.json`), `labels.csv`, one sub-folder per class, LIDC VOIs with their metadata table (each nodule's"
+    " ROI: largest-area slice, crop, resize), a MedMNIST `.npz`, an archive's `Test/` folder; or images without"
+    " labels (one image file, a datalist without labels, a folder of images, VOIs without a metadata table);"
+    " `prediction_set` in configs/inference.json says how it is read.",
+    "",
+    "It writes `runs/predictions/predictions.csv` (file, patient, predicted class and index, `prob_<class>` per class,"
+    " and the true label when the input has labels) and, for labelled input, `runs/predictions/metrics.json`: accuracy,"
+    " balanced accuracy, sensitivity, specificity and AUC, each with a 95 % CI by a bootstrap over patients (one log"
+    " line sums them up). A file or folder it cannot read stops the run with one line naming it.",
+    "",
+]
 
 
 def _model_card(meta: dict, kind: str) -> str:
@@ -303,9 +363,7 @@ def _model_card(meta: dict, kind: str) -> str:
         "",
         "## What it is",
         "",
-        f"- Task: {meta['task']}. Input `image` ({meta['data_type']}), output `pred` "
-        f"({meta['network_data_format']['outputs']['pred']['num_channels']} channels: "
-        f"{', '.join(meta['network_data_format']['outputs']['pred']['channel_def'].values())}).",
+        f"- Task: {meta['task']}. Input `image` ({meta['data_type']}), output `pred`: {meta['pred_classes']}.",
         f"- Paper: {sel.get('paper') or '-'}.",
         f"- Trained on: {sel.get('dataset', '?')} (`{sel.get('dataset_dir') or '-'}`), arm `{sel['arm']}` "
         f"of the evaluation, fold {sel['fold']} of {sel.get('folds', '?')}.",
@@ -346,9 +404,10 @@ def _model_card(meta: dict, kind: str) -> str:
         " pytorch-ignite nibabel itk pillow fire` is all it needs):",
         "",
         "```bash",
-        "python -m monai.bundle run --config_file configs/inference.json --dataset_dir DIR   # DIR/datalist.json",
+        "python -m monai.bundle run --config_file configs/inference.json --dataset_dir DIR",
         "```",
         "",
+        *(_PREDICTION_NOTES if kind == "classification" else []),
         f"MONAI Label (monaibundle app): copy this folder into the app's `model/` folder and start the server with "
         f"`--conf models {name}`. Check it loads as MONAI Label loads it: "
         f"`python ci/check_monai_label.py {name}` (from a synthaug checkout).",
@@ -364,9 +423,10 @@ def write_downstream_bundle(
     template: str | os.PathLike,
     source_root: str | os.PathLike,
     kind: str,
-    labels: Sequence[str],
+    labels: Sequence[str] | Mapping[int, str],
     image: dict,
     output: dict | None = None,
+    channels: Sequence[str] | None = None,
     config: dict | None = None,
     report: dict | None = None,
 ) -> Path:
@@ -381,11 +441,17 @@ def write_downstream_bundle(
             ``bundle_name``, ``output_dir``/``dataset_dir``/``ckpt_path`` inside the new folder, ``config`` applied.
         source_root: the GAN bundle folder (its metadata, ``LICENSE``, ``docs/data_license.txt``, ``logging.conf``).
         kind: ``"classification"`` or ``"segmentation"``.
-        labels: class names (classification) or output channel names (segmentation), in channel order. They may
-            come from data (class folders): see the module docstring for where they are written, and how.
+        labels: the names of the values the model answers with after its postprocessing: class names in class
+            index order (classification), or channel names (a segmenter whose channels are its labels), or
+            ``{value: name}`` for a label map whose values are not 0..n-1 (BraTS: 0, 1, 2, 4). They become
+            ``outputs.pred.channel_def``, where MONAI Label reads its label names and ids. They may come from data
+            (class folders): see the module docstring for where they are written, and how.
         image: ``network_data_format.inputs.image`` of the network (num_channels, spatial_shape, modality,
             format, channel_def ...) plus ``data_type`` (``"nifti"``, ``"png"``) of the files it reads.
         output: overrides of ``outputs.pred`` (e.g. ``is_patch_data``).
+        channels: the names of the network's output channels where postprocessing turns them into a label map of
+            ``labels`` (the brain segmenter: TC, WT, ET -> BraTS labels): ``outputs.pred.num_channels`` counts them,
+            ``post_processed_outputs.pred`` describes the label map, ``pred_classes`` says both.
         config: template ids -> the values the evaluation used (sizes, channels, windows): every key must be an id
             of the template, so a typo fails here rather than as a shape mismatch in MONAI Label.
         report: the evaluation's ``report.json``: the arm's test metrics and the paper's numbers go into the
@@ -419,7 +485,7 @@ def write_downstream_bundle(
         "bundle_name": target.name,
     }
     selection |= {k: record[k] for k in ("choice", "privacy") if record.get(k) is not None}
-    meta = _metadata(source_meta, target.name, kind, image, labels, output, selection, source_root.name)
+    meta = _metadata(source_meta, target.name, kind, image, labels, output, selection, source_root.name, channels)
 
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")

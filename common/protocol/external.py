@@ -35,8 +35,8 @@ from torch import nn
 
 from common.engines.classifier_training import predict_probs
 from common.engines.segmentation_training import evaluate_segmenter
-from common.metrics.classification import binary_auc, classification_metrics
-from common.metrics.stats import bootstrap_ci
+from common.metrics.classification import classification_metrics, fast_metric
+from common.metrics.stats import bootstrap_over_patients
 from common.protocol.cache import claim
 from common.protocol.report import SUMMARY_METRICS, compare_arms, summarize_arms
 
@@ -52,6 +52,8 @@ __all__ = [
     "segmentation_section",
 ]
 
+#: ``fast_metric`` and ``bootstrap_over_patients`` live in ``common.metrics`` (a deployed classifier's metrics.json
+#: uses them too) and are named here as before
 EXTERNAL_FILE = "external.json"
 #: the classification metrics that get a bootstrap CI over external patients
 BOOTSTRAP_METRICS = ("accuracy", "balanced_accuracy", "auc")
@@ -133,45 +135,6 @@ def score_segmenter(
         device,
         lambda net: evaluate_segmenter(net, cases, device=device, inferer=inferer),
     )
-
-
-def fast_metric(name: str, probs: np.ndarray, labels: np.ndarray, num_classes: int) -> float:
-    """``accuracy``, ``balanced_accuracy`` or ``auc`` (macro one-vs-rest) of ``probs`` (N, K), as
-    ``classification_metrics`` defines them, in microseconds (the bootstrap calls it thousands of times); NaN where
-    ``classification_metrics`` gives NaN (a class absent from ``labels``)."""
-    if len(labels) == 0:
-        return float("nan")
-    if name == "accuracy":
-        return float(np.mean(probs.argmax(1) == labels))
-    present = np.bincount(labels, minlength=num_classes)
-    if (present == 0).any():
-        return float("nan")
-    if name == "balanced_accuracy":
-        pred = probs.argmax(1)
-        return float(np.mean([np.mean(pred[labels == c] == c) for c in range(num_classes)]))
-    if name == "auc":
-        return float(np.mean([binary_auc(probs[:, c], labels == c) for c in range(num_classes)]))
-    raise ValueError(f"fast_metric: unknown metric {name!r} (use one of {BOOTSTRAP_METRICS})")
-
-
-def bootstrap_over_patients(
-    patients: Sequence[str], statistic: Callable[[np.ndarray], float], n_resamples: int = 1000, seed: int = 0
-) -> dict:
-    """Percentile bootstrap of ``statistic(image_indices)``, resampling *patients* with replacement (each drawn
-    patient brings all its images), as ``common.metrics.stats.bootstrap_ci`` returns it plus ``n_patients``."""
-    groups: dict[str, list[int]] = {}
-    for i, patient in enumerate(patients):
-        groups.setdefault(str(patient), []).append(i)
-    members = [np.asarray(v, dtype=np.int64) for v in groups.values()]
-    single = np.asarray([m[0] for m in members]) if all(len(m) == 1 for m in members) else None
-
-    def on_patients(rows: np.ndarray) -> float:
-        if single is not None:  # one image per patient (MedMNIST, most 2-D sets): no concatenation per resample
-            return statistic(single[rows])
-        return statistic(np.concatenate([members[int(r)] for r in rows]))
-
-    result = bootstrap_ci(on_patients, np.arange(len(members)), n_resamples=n_resamples, seed=seed)
-    return result | {"n_patients": len(members)}
 
 
 def _fold_mean(

@@ -28,6 +28,7 @@ import torch
 from monai.inferers import Inferer
 
 from common.data.brain import read_prepared
+from common.data.brain_transforms import TUMOUR_LABELS
 from common.data.io import read_image
 from common.engines.gan_training import GANRecipe
 from common.engines.segmentation_training import SegmenterRecipe, evaluate_segmenter, fit_segmenter, slice_inferer
@@ -56,6 +57,10 @@ SEGMENTATION_ARMS: dict[str, dict] = {
 SEGMENTATION_METRICS = ("dice_wt", "dice_tc", "dice_et", "dice_mean")
 #: the segmenter's output channels, in order (``common.data.brain_transforms.brats_regions``)
 SEGMENTER_CHANNELS = ("TC", "WT", "ET")
+#: the values of what the exported segmenter answers: segment.json's postprocessing (``regions_to_label``) turns the
+#: channels into one BraTS label map: 1 the core outside the enhancing part (necrosis and non-enhancing tumour
+#: alike), 2 oedema (whole tumour outside the core), 4 enhancing. MONAI Label reads these names and ids.
+SEGMENTER_LABELS = {0: "background", **{value: name for name, value in TUMOUR_LABELS.items()}}
 
 
 def _atomic_json(path: Path, data: dict) -> None:
@@ -411,7 +416,8 @@ class SegmentationProtocol:
         (what ``segment.json`` loads); ``segmenter.json`` records the choice. See ``export_best_model``.
 
         With ``downstream`` (see ``export_downstream``) the same model also becomes a MONAI Label-loadable bundle
-        folder ``<output_dir>/<bundle>_segmentation`` whose output channels are the BraTS regions TC, WT, ET."""
+        folder ``<output_dir>/<bundle>_segmentation``: the network's channels are the BraTS regions TC, WT, ET, its
+        answer (after postprocessing) the label map of ``SEGMENTER_LABELS``, whose names the metadata declares."""
         candidates = [
             (arm, fold, self.output_dir / f"fold{fold}" / "arms" / arm.replace("+", "_plus_") / "result.json")
             for arm in self.arms
@@ -422,9 +428,9 @@ class SegmentationProtocol:
             "best_val_dice_mean",
             self.output_dir / "segmenter.pt",
             kind="segmentation",
-            labels=SEGMENTER_CHANNELS,
+            labels=SEGMENTER_LABELS,
             report_file=self.output_dir / "report.json",
-            downstream=downstream or None,
+            downstream={"channels": SEGMENTER_CHANNELS, **downstream} if downstream else None,
             sequences=self.sequences,
             choice_among=f"arms {list(self.arms)} x {self.k} folds",
         )

@@ -68,8 +68,11 @@ def test_protocol_two_stage_arms_and_tasks(tmp_path, check_monai_label):
     )
     assert wf.check_properties() in (None, [])
     wf.run()
-    rows = (tmp_path / "predictions" / "predictions.csv").read_text().splitlines()
-    assert len(rows) == 48 and {float(r.rsplit(",", 1)[1]) for r in rows} <= set(range(6))
+    with open(tmp_path / "predictions" / "predictions.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 48 and {int(r["prediction_index"]) for r in rows} <= set(range(6))
+    assert all(abs(sum(float(r[f"prob_{c}"]) for c in PHANTOM_CLASSES) - 1) < 1e-5 for r in rows)
+    assert json.loads((tmp_path / "predictions" / "metrics.json").read_text())["n_images"] == 48, "labelled: metrics"
     # ... and as a bundle folder of its own (MONAI Label's way in; runs without the repository)
     folder = out / "lung_cisl_gan_classification"
     image = read_datalist(tmp_path / "phantom" / "datalist.json")["training"][0]["image"]

@@ -4,6 +4,7 @@ killed LAPGAN, bad input, determinism, and the real isic9 set."""
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
@@ -100,8 +101,13 @@ def test_protocol_report_has_arms_tasks_and_statistics_per_generator(tmp_path, c
     )
     assert wf.check_properties() in (None, [])
     wf.run()
-    rows = (tmp_path / "predictions" / "predictions.csv").read_text().splitlines()
-    assert len(rows) == len(items) and {float(r.rsplit(",", 1)[1]) for r in rows} <= {0.0, 1.0}
+    with open(tmp_path / "predictions" / "predictions.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(items) and {r["prediction"] for r in rows} <= {"rest", "melanoma"}
+    # the phantom's three classes are scored as the model's melanoma vs rest
+    assert {r["label"] for r in rows} == {"rest", "melanoma"} and "prob_melanoma" in rows[0]
+    metrics = json.loads((tmp_path / "predictions" / "metrics.json").read_text())
+    assert metrics["label_map"]["melanoma"] == "melanoma" and metrics["n_images"] == len(items)
     # ... and as a bundle folder of its own (MONAI Label's way in; runs without the repository)
     summary = check_monai_label(out / "skin_melanogan_classification", image=next(iter(items.values()))["image"])
     assert summary["pred_shape"] == (2,) and summary["labels"] == {"rest": 0, "melanoma": 1}
@@ -115,6 +121,26 @@ def test_protocol_report_has_arms_tasks_and_statistics_per_generator(tmp_path, c
     assert "Generators: image statistics" in md and "| lapgan |" in md
     # the protocol's own DCGAN of fold 0 is the comparison's DCGAN: trained once
     assert not (out / "generators" / "dcgan" / "gan").exists()
+
+
+@pytest.mark.slow
+def test_efficient_recipe_protocol_compares_its_own_dcgan_without_training_it_further(tmp_path):
+    """--recipe efficient: the generator comparison takes the protocol's efficient DCGAN of fold 0 as it is (same
+    recipe, same step budget; it once loaded it into the paper's D and failed) and gives LAPGAN and DDGAN the same
+    G-step budget."""
+    report = _workflow(
+        ["train", "evaluate", *SMOKE], tmp_path, recipe="efficient", gan_steps=70, run_audit=False
+    ).run()[1]
+    assert not [n for n in report["notes"] if "comparison failed" in n], report["notes"]
+    assert {row["set"] for row in report["image_statistics"]["summary"]} == {"real_heldout", "dcgan", "lapgan", "ddgan"}
+    out = tmp_path / "evaluation"
+    assert not (out / "generators" / "dcgan" / "gan").exists(), "the protocol's DCGAN was reused, not retrained"
+    # 70 steps = 2 epochs of the smoke phantom's 280 melanomas at batch 8 (smoke.json's max_epochs is 1)
+    lapgan = sorted((out / "generators" / "lapgan" / "gan" / "melanoma").glob("level*"))
+    assert len(lapgan) == 3
+    for log in [out / "fold0" / "gan" / "melanoma", out / "generators" / "ddgan" / "gan" / "melanoma", *lapgan]:
+        done = json.loads((log / "training_done.json").read_text())
+        assert done["iterations"] == 70, f"{log}: {done['iterations']} G steps, not the budget of 70"
 
 
 @pytest.mark.slow

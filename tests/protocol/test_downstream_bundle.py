@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from synthaug_testing import load_ci_script
+from synthaug_testing import load_ci_script, tiny_exported_segmenter
 
 from common.bundle_files import common_package_files
 from common.networks import LesionClassifier
@@ -122,6 +122,56 @@ def test_exported_folder_is_a_monai_label_bundle(exported, tmp_path):
     # ci/verify_bundle.py treats it as an inference-only bundle and passes it
     report = vb.verify(exported)
     assert report.failed == 0, [r.line() for r in report.results if r.status == "FAIL"]
+
+
+def test_classifier_answers_through_monai_labels_restored_and_writer(exported, tmp_path):
+    """The exported classifier's postprocessing ends with ClassScoresd: MONAI Label's Restored finds no input grid to
+    map the score vector onto, and its ClassificationWriter gets the MetaTensor it reads. Without that step the check
+    fails as the real server did (HTTP 500), and without the MetaTensor as its writer would."""
+    image = _roi(tmp_path / "roi.nii.gz")
+    summary = cml.check_bundle(exported, image=image, workflow=False)
+    assert summary["type"] == "classification" and [a["label"] for a in summary["answer"]] == CLASSES
+    assert sum(a["score"] for a in summary["answer"]) == pytest.approx(1.0, abs=1e-5)
+    config_file = exported / "configs" / "inference.json"
+    config = json.loads(config_file.read_text())
+    steps = config["postprocessing"]["transforms"]
+    assert steps[-1]["_target_"] == "common.data.transforms.ClassScoresd"
+    config["postprocessing"]["transforms"] = steps[:-1]
+    config_file.write_text(json.dumps(config))
+    with pytest.raises(cml.BundleCheckError, match=r"Restored fails .*broadcast together with shapes \(0,\) \(2,\)"):
+        cml.check_bundle(exported, image=image, workflow=False)
+    # no grid left, but the logits as the network gives them: a plain tensor (MONAI's Activationsd would have made
+    # a MetaTensor of them)
+    config["postprocessing"]["transforms"] = [{"_target_": "DeleteItemsd", "keys": "image_meta_dict"}]
+    config_file.write_text(json.dumps(config))
+    with pytest.raises(cml.BundleCheckError, match="ClassificationWriter reads pred.array"):
+        cml.check_bundle(exported, image=image, workflow=False)
+
+
+def test_exported_segmenter_names_the_values_it_answers_with(tmp_path):
+    """brain: the network's channels are TC, WT, ET; its answer is the BraTS label map {0, 1, 2, 4}; the metadata
+    names those values (MONAI Label's labels), and the check refuses a label map with values it does not name."""
+    folder, case = tiny_exported_segmenter(tmp_path / "evaluation")
+    assert folder.name == "brain_pix2pix_segmentation"
+    meta = json.loads((folder / "configs" / "metadata.json").read_text())
+    fmt = meta["network_data_format"]
+    names = {"0": "background", "1": "necrosis", "2": "oedema", "4": "enhancing"}
+    assert fmt["outputs"]["pred"]["channel_def"] == names and fmt["outputs"]["pred"]["num_channels"] == 3
+    assert fmt["post_processed_outputs"]["pred"]["channel_def"] == names
+    assert fmt["post_processed_outputs"]["pred"]["value_range"] == [0, 4]
+    assert "0 TC, 1 WT, 2 ET" in meta["pred_classes"] and "4 enhancing" in meta["pred_classes"]
+    assert meta["task"] == "Segmentation: necrosis, oedema, enhancing"
+    summary = cml.check_bundle(folder, image=case, workflow=False)
+    assert summary["labels"] == {"necrosis": 1, "oedema": 2, "enhancing": 4} and summary["type"] == "segmentation"
+    assert summary["raw_shape"] == (3, 32, 32, 12) and summary["pred_shape"] == (32, 32, 12), "Restored drops C=1"
+    assert set(summary["answer"]) <= {0, 1, 2, 4}
+    report = vb.verify(folder)
+    assert report.failed == 0, [r.line() for r in report.results if r.status == "FAIL"]
+    # the names the export declared before (the network's channels TC, WT, ET as ids 0-2) leave the value 4 unnamed
+    old = {"labels": {"tc": 0, "wt": 1, "et": 2}, "type": "segmentation"}
+    label_map = torch.tensor([[[0, 1], [2, 4]]])
+    with pytest.raises(cml.BundleCheckError, match=r"values \[4\] that outputs.pred.channel_def does not name"):
+        cml._write(old, {"pred": label_map})
 
 
 def test_check_fails_when_metadata_or_weights_do_not_fit(exported, tmp_path):
