@@ -174,7 +174,7 @@ def test_killed_evaluation_resumes_to_the_same_report(tmp_path):
 
     killed, whole = tmp_path / "killed", tmp_path / "whole"
     gan_dir = killed / "evaluation" / "fold1" / "gan" / "metastasis"
-    kill_training_after_checkpoints(args(killed), gan_dir / "checkpoints", n=2)
+    kill_training_after_checkpoints(args(killed), gan_dir / "checkpoints", n=2, timeout=600)
     assert not (gan_dir / "generator.pt").exists(), "the kill landed inside the GAN's training, not after it"
     assert not (killed / "evaluation" / "report.json").exists()
     for out in (killed, whole):
