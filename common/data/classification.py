@@ -33,7 +33,15 @@ from pathlib import Path
 from typing import Any
 
 from common.data.datalist import read_datalist
-from common.data.io import CHANNEL_LAYOUTS, IMAGE_SUFFIXES, MIN_SIDE, check_image, has_image_suffix, read_image
+from common.data.io import (
+    CHANNEL_LAYOUTS,
+    IMAGE_SUFFIXES,
+    MIN_SIDE,
+    check_image,
+    file_stem,
+    has_image_suffix,
+    read_image,
+)
 from common.errors import DataError
 
 __all__ = [
@@ -69,12 +77,6 @@ LAYOUTS = "; ".join(f"{name}: {needs}" for name, needs in LAYOUT_NEEDS)
 #: An archive that ships its own split (ISIC challenge / Kaggle style): the data set, and its test set.
 TRAIN_FOLDERS = ("Train", "train", "Training", "training")
 TEST_FOLDERS = ("Test", "test", "Testing", "testing")
-
-
-def _patient_of(path: str) -> str:
-    """The file stem (``a.nii.gz`` -> ``a``): the default patient id when the layout has none."""
-    name = os.path.basename(str(path).rstrip("/"))
-    return name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else os.path.splitext(name)[0]
 
 
 def _label_index(value: Any, class_names: Sequence[str], where: str) -> int:
@@ -115,7 +117,7 @@ def _from_datalist(path: Path, image_key: str, declared: Sequence[str] | None = 
             raise DataError(f"datalist '{path}': training[{index}] has no 'label' key")
         item = dict(item)
         item["label"] = _label_index(item["label"], class_names, f"datalist '{path}' training[{index}]")
-        item.setdefault("patient", _patient_of(item[image_key]))
+        item.setdefault("patient", file_stem(item[image_key]))
         out.append(item)
     return out, class_names
 
@@ -146,7 +148,7 @@ def _from_csv(path: Path, image_key: str, declared: Sequence[str] | None) -> tup
         image = rel if os.path.isabs(rel) else os.path.normpath(root / rel)
         if not os.path.exists(image):
             raise DataError(f"{where}: image '{rel}' does not exist ({image})")
-        patient = (row.get("patient") or "").strip() or _patient_of(image)
+        patient = (row.get("patient") or "").strip() or file_stem(image)
         items.append({image_key: image, "label": _label_index(row["label"], class_names, where), "patient": patient})
     return items, class_names
 
@@ -171,7 +173,7 @@ def _from_folders(
     if empty and require_all:
         raise DataError(f"dataset_dir '{root}': class folder(s) {empty} hold no images (or are missing)")
     items = [
-        {image_key: str(f), "label": label, "patient": _patient_of(f.name)}
+        {image_key: str(f), "label": label, "patient": file_stem(f.name)}
         for label, name in enumerate(class_names)
         for f in files[name]
     ]

@@ -32,6 +32,7 @@ __all__ = [
     "MIN_SIDE",
     "BitDepthPILReader",
     "check_image",
+    "file_stem",
     "has_image_suffix",
     "image_loader",
     "read_image",
@@ -55,6 +56,12 @@ _GRAY_TOLERANCE = 1.0
 def has_image_suffix(path: str | os.PathLike) -> bool:
     """True when the file name ends with one of :data:`IMAGE_SUFFIXES` (case-insensitive)."""
     return str(path).lower().endswith(IMAGE_SUFFIXES)
+
+
+def file_stem(path: str | os.PathLike) -> str:
+    """The file name without its image ending (``a.nii.gz`` -> ``a``, ``b.png`` -> ``b``): a file's default id."""
+    name = os.path.basename(str(path).rstrip("/"))
+    return name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else os.path.splitext(name)[0]
 
 
 class BitDepthPILReader(PILReader):

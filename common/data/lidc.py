@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from common.data.datalist import read_datalist, write_datalist
-from common.data.io import has_image_suffix, read_image, write_image
+from common.data.io import file_stem, has_image_suffix, read_image, write_image
 from common.errors import DataError
 from common.fs import staging_dir, swap_in
 
@@ -428,7 +428,7 @@ def prepare_voi_rois(voi_dir: str | os.PathLike, out_dir: str | os.PathLike, roi
 
         def one(name: str) -> dict[str, Any]:
             rel, z = _write_roi(voi_dir, name, tmp, roi_size)
-            stem = name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else os.path.splitext(name)[0]
+            stem = file_stem(name)
             patient, _, nodule = stem.partition("_R_")
             return {"image": rel, "patient": patient, "nodule_id": nodule, "slice": z,
                     "source": str(voi_dir / "image" / name)}  # fmt: skip

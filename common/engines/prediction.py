@@ -36,7 +36,7 @@ from monai.engines.utils import IterationEvents
 
 from common.data.classification import read_data_set, unlabelled_images, validate_images
 from common.data.datalist import read_datalist
-from common.data.io import has_image_suffix
+from common.data.io import file_stem, has_image_suffix
 from common.data.lidc import find_lidc, find_voi_folder, prepare_voi_rois
 from common.data.medmnist import find_npz
 from common.errors import DataError
@@ -69,11 +69,6 @@ def recorded_class_names(ckpt_path: str | os.PathLike, default: Sequence[str]) -
     return [str(n) for n in default]
 
 
-def _stem(path: str) -> str:
-    name = os.path.basename(str(path).rstrip("/"))
-    return name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else os.path.splitext(name)[0]
-
-
 def map_classes(data_names: Sequence[str], model_names: Sequence[str], where: str) -> list[int]:
     """``[model label of data class i]``: by name when every class of the data is one of the model's (a class may be
     absent); for a ``<class>_vs_rest`` model (classes ``rest``, ``<class>``, as ``common.protocol.tasks`` names
@@ -101,7 +96,7 @@ def _datalist_items(path: Path) -> list[dict] | None:
     items = read_datalist(path)["training"]
     if any("label" in it for it in items):
         return None
-    return [{"image": it["image"], "patient": str(it.get("patient") or _stem(it["image"]))} for it in items]
+    return [{"image": it["image"], "patient": str(it.get("patient") or file_stem(it["image"]))} for it in items]
 
 
 def _has_class_folders(path: Path) -> bool:
@@ -119,7 +114,7 @@ def _unlabelled(path: Path, reader: str, cache_dir: str | os.PathLike | None, ro
             items = _datalist_items(path)
             return None if items is None else (items, "datalist without labels")
         if has_image_suffix(path.name):
-            return [{"image": str(path), "patient": _stem(str(path))}], "image file"
+            return [{"image": str(path), "patient": file_stem(str(path))}], "image file"
         return None
     if (path / "datalist.json").is_file():
         items = _datalist_items(path / "datalist.json")
@@ -141,7 +136,7 @@ def _unlabelled(path: Path, reader: str, cache_dir: str | os.PathLike | None, ro
     if _has_class_folders(path):
         return None
     files, _ = unlabelled_images(path)
-    return ([{"image": str(f), "patient": _stem(str(f))} for f in files], "folder of images") if files else None
+    return ([{"image": str(f), "patient": file_stem(str(f))} for f in files], "folder of images") if files else None
 
 
 def _read_labelled(path: Path, reader: str, **settings) -> dict[str, Any]:
@@ -213,7 +208,7 @@ def read_prediction_set(
             {
                 "image": it["image"],
                 "file": it.get("source", it["image"]) if source == "lidc_vois" else it["image"],
-                "patient": str(it.get("patient") or _stem(it["image"])),
+                "patient": str(it.get("patient") or file_stem(it["image"])),
                 "label": mapping[int(it["label"])],
             }
             for it in dataset["items"]
@@ -304,7 +299,7 @@ class PredictionSaver:
         files = [str(f) for f in _as_list(batch[self.file_key], n)]
         patients = _as_list(batch.get(self.patient_key), n)
         self.files += files
-        self.patients += [str(p) if p is not None else _stem(f) for p, f in zip(patients, files, strict=True)]
+        self.patients += [str(p) if p is not None else file_stem(f) for p, f in zip(patients, files, strict=True)]
         self.labels += [None if v is None else int(v) for v in _as_list(batch.get(self.label_key), n)]
         self.probs.append(probs)
 
