@@ -341,7 +341,8 @@ def fit_gan(
         "history": history, "output_dir": str(out),
     }  # fmt: skip
     if privacy is not None:
-        result["privacy"] = done["privacy"] = privacy.summary()
+        # the items let the summary state the privacy unit (the patient with the most images: group privacy)
+        result["privacy"] = done["privacy"] = privacy.summary(items=unique_items)
         (out / "privacy.json").write_text(json.dumps(done["privacy"], indent=1))
     (out / DONE_FILE).write_text(json.dumps(done, indent=1))
     return result

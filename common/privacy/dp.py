@@ -36,7 +36,9 @@ so by post-processing G and its samples inherit D's (epsilon, delta). What it do
   ``PublicOutput`` holding the ``PUBLIC_OUTPUT_KEYS`` (G's losses, computed on fakes through D) before any handler
   reads it, so ``d_loss``, ``d_real``, ``d_real_sign`` and every other value of D's pass over the private batch never
   reach ``train_log.csv``, the history, TensorBoard or MLflow;
-- the privacy unit is one record (one training image): epsilon bounds the add/remove of one image;
+- the privacy unit is one record (one training image): epsilon bounds the add/remove of one image; where the items
+  carry patient ids, ``privacy_unit`` adds the group-privacy guarantee for the patient with the most images (sampling
+  and clipping per patient is not implemented, so a patient with k images is protected at k-fold cost);
 - an empirical check beside the accountant: ``audit_canaries`` > 0 adds to ``summary()`` the one-run canary audit
   (``common.privacy.canary_audit``) of this very mechanism (``make_private``) at the run's (sigma, C, q, steps), an
   epsilon *lower* bound that a correct mechanism keeps below the accountant's epsilon.
@@ -82,7 +84,9 @@ __all__ = [
     "NoiseThenClipOptimizer",
     "PaperNoiseThenClip",
     "PublicOutput",
+    "group_privacy",
     "noise_for_epsilon",
+    "privacy_unit",
     "prv_epsilon",
     "secret_generator",
 ]
@@ -92,6 +96,45 @@ __all__ = [
 #: (``d_loss``, ``d_real``, ``d_real_sign``, ``d_fake``), and the path-length terms are averaged over a number of
 #: samples that follows the private batch size. A key is public only once it is shown to be; absent keys are private.
 PUBLIC_OUTPUT_KEYS = frozenset({"loss", "g_loss", "g_adv"})
+
+
+def group_privacy(epsilon: float, delta: float, group_size: int) -> dict:
+    """The guarantee an (epsilon, delta)-DP mechanism gives a group of ``group_size`` records (one patient's images):
+    (k epsilon, k e^((k-1) epsilon) delta)-DP (Dwork & Roth 2014, "The algorithmic foundations of differential
+    privacy", Theorem 2.2 and its approximate-DP form; k neighbouring steps chained). Loose but always valid: the
+    accountant's RDP curve could give a tighter one, which nobody should have to trust without a proof here."""
+    k = int(group_size)
+    if k < 1 or epsilon < 0 or not 0 <= delta <= 1:
+        raise ValueError(f"group_privacy: bad arguments ({epsilon=}, {delta=}, {group_size=})")
+    group_delta = k * math.exp((k - 1) * float(epsilon)) * float(delta)
+    return {
+        "group_size": k,
+        "epsilon": k * float(epsilon),
+        # above 1 the bound says nothing: report it as it is, the card must not round it into a guarantee
+        "delta": group_delta,
+        "meaningful": group_delta < 1.0,
+        "rule": "group privacy: (k eps, k exp((k-1) eps) delta) for k records (Dwork & Roth 2014, Thm 2.2)",
+    }
+
+
+def privacy_unit(items, epsilon: float | None, delta: float | None) -> dict:
+    """What epsilon protects, from the training ``items`` (dicts; a ``patient`` key where the data set has ids):
+    always one image; per patient the group-privacy guarantee for the patient with the most images. Without patient
+    ids each image counts as its own patient, and the summary says the ids were missing rather than claiming k = 1."""
+    patients = [str(it["patient"]) for it in items if isinstance(it, dict) and "patient" in it]
+    out: dict = {"privacy_unit": "one image"}
+    if len(patients) < len(list(items)):
+        out["per_patient"] = {"patient_ids": False, "note": "the data carry no patient ids: each image is one patient"}
+        return out
+    counts: dict[str, int] = {}
+    for patient in patients:
+        counts[patient] = counts.get(patient, 0) + 1
+    k = max(counts.values(), default=1)
+    per_patient = {"patient_ids": True, "max_images_per_patient": k, "patients": len(counts)}
+    if epsilon is not None and delta is not None:
+        per_patient.update(group_privacy(epsilon, delta, k))
+    out["per_patient"] = per_patient
+    return out
 
 
 def secret_generator(device: str | torch.device = "cpu") -> torch.Generator:
@@ -433,8 +476,11 @@ class DPSGDDiscriminator:
             )  # fmt: skip
         return self._audit_cache[key]
 
-    def summary(self) -> dict:
+    def summary(self, items=None) -> dict:
+        """The guarantee, the mechanism's settings and its canary audit; with the training ``items``, also what the
+        epsilon protects (``privacy_unit``: one image, and per patient by group privacy where ids exist)."""
         audit = self.audit()
+        unit = {} if items is None else privacy_unit(items, self.epsilon(), self.target_delta)
         return {
             "mode": self.mode,
             "guarantee": f"({self.epsilon():.4g}, {self.target_delta:g})-DP for the discriminator's training images",
@@ -448,6 +494,7 @@ class DPSGDDiscriminator:
             "steps": self.steps,
             "target_epsilon": self.target_epsilon,
             **({} if audit is None else {"audit": audit}),
+            **unit,
         }
 
     def state_dict(self) -> dict:
@@ -567,7 +614,7 @@ class PaperNoiseThenClip:
     def generator_step_context(self):
         return contextlib.nullcontext()
 
-    def summary(self) -> dict:
+    def summary(self, items=None) -> dict:
         return {
             "mode": self.mode,
             "guarantee": "none: noise is added before clipping and is not calibrated to a sensitivity (ablation only)",

@@ -29,6 +29,7 @@ from common.engines.gan_training import GANRecipe, fit_gans, load_generators
 from common.engines.generation import generate_synthetic_set
 from common.metrics.classification import binary_auc, classification_metrics
 from common.metrics.stats import bootstrap_ci
+from common.privacy.dp import group_privacy
 from common.protocol import external as external_scores
 from common.protocol.cache import claim, settings_digest
 from common.protocol.export import export_downstream
@@ -297,6 +298,9 @@ class SyntheticLearningProtocol:
                     "delta": privacy[arm][0].get("delta"),
                     "accountant": privacy[arm][0].get("accountant"),
                     "noise_multiplier": [p.get("noise_multiplier") for p in privacy[arm]],
+                    # what epsilon protects: one image; per patient (group privacy) where the data carry ids
+                    "privacy_unit": privacy[arm][0].get("privacy_unit", "one image"),
+                    "per_patient_per_fold": [p.get("per_patient") for p in privacy[arm]],
                 }
                 canary = [p.get("audit") for p in privacy[arm]]  # the canary audit's lower bound (dp_audit_canaries)
                 if any(canary):
@@ -440,11 +444,24 @@ class SyntheticLearningProtocol:
             run = {k: dp.get(k) for k in keys}
             # epsilon / delta: the guarantee of what is released, the composition when several DP runs competed
             several = composed["runs"] > 1
+            epsilon = composed["epsilon"] if several else dp.get("epsilon")
+            delta = composed["delta"] if several else dp.get("delta")
+            # per patient: group privacy for the most images any patient had in any of the runs competed among
+            ks = [
+                d["per_patient"]["max_images_per_patient"]
+                for d in among
+                if "max_images_per_patient" in d.get("per_patient", {})
+            ]
+            per_patient = (
+                group_privacy(epsilon, delta, max(ks)) if ks and epsilon is not None and delta is not None
+                else {"patient_ids": False, "note": "the data carry no patient ids: each image is one patient"}
+            )  # fmt: skip
             return {
                 "privacy": {
-                    "epsilon": composed["epsilon"] if several else dp.get("epsilon"),
-                    "delta": composed["delta"] if several else dp.get("delta"),
+                    "epsilon": epsilon,
+                    "delta": delta,
                     "privacy_unit": "one image",
+                    "per_patient": per_patient,
                     "selected_run": run,
                     "composition": composed if several else None,
                 }

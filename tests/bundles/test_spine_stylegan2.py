@@ -99,6 +99,9 @@ def test_protocol_report_has_every_arm_auc_ci_and_epsilon(tmp_path, check_monai_
     assert privacy["composition"]["runs"] == len(dp["epsilon_per_fold"]) > 1 and privacy["privacy_unit"] == "one image"
     assert privacy["epsilon"] == pytest.approx(sum(dp["epsilon_per_fold"]))
     assert privacy["epsilon"] > privacy["selected_run"]["epsilon"]
+    # the phantom has one image per patient id: the per-patient (group-privacy) bound is the composed epsilon itself
+    assert all(p["max_images_per_patient"] == 1 for p in dp["per_patient_per_fold"])
+    assert privacy["per_patient"]["group_size"] == 1 and privacy["per_patient"]["epsilon"] == privacy["epsilon"]
 
 
 def test_same_seed_same_numbers(tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import inspect
 import json
+import math
 
 import pytest
 import torch
@@ -15,7 +16,14 @@ from common.engines import GANRecipe, fit_gan
 from common.engines.stylegan2 import stylegan2_recipe
 from common.losses.stylegan2 import R1Regularizer, StyleGAN2Objective
 from common.networks.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
-from common.privacy.dp import DPSGDDiscriminator, PaperNoiseThenClip, noise_for_epsilon, prv_epsilon
+from common.privacy.dp import (
+    DPSGDDiscriminator,
+    PaperNoiseThenClip,
+    group_privacy,
+    noise_for_epsilon,
+    privacy_unit,
+    prv_epsilon,
+)
 
 pytest.importorskip("opacus")
 
@@ -109,6 +117,36 @@ def test_dp_training_reports_epsilon_and_resumes_the_accountant(tmp_path):
     second = json.loads((tmp_path / "privacy.json").read_text())
     assert second["steps"] == 8 and second["epsilon"] > first["epsilon"]
     assert second["epsilon"] == pytest.approx(prv_epsilon(1.0, 0.25, 8, 1e-3), rel=1e-6)
+    # one image per patient in _items(): the per-patient guarantee is epsilon itself, and says it knew the ids
+    assert second["privacy_unit"] == "one image"
+    assert second["per_patient"]["max_images_per_patient"] == 1
+    assert second["per_patient"]["epsilon"] == pytest.approx(second["epsilon"])
+
+
+def test_group_privacy_for_the_patient_with_most_images():
+    # k = 3 images of one patient: (3 eps, 3 e^(2 eps) delta), the textbook group-privacy bound
+    g = group_privacy(2.0, 1e-5, 3)
+    assert g["epsilon"] == pytest.approx(6.0) and g["delta"] == pytest.approx(3 * math.exp(4.0) * 1e-5)
+    assert g["meaningful"] and not group_privacy(10.0, 1e-5, 3)["meaningful"]  # delta 3 e^20 1e-5 > 1
+    assert group_privacy(2.0, 1e-5, 1)["epsilon"] == 2.0 and group_privacy(2.0, 1e-5, 1)["delta"] == 1e-5
+    items = [{"patient": p} for p in ("a", "a", "b", "a", "c", "c")]
+    unit = privacy_unit(items, 2.0, 1e-5)
+    assert unit["per_patient"]["max_images_per_patient"] == 3 and unit["per_patient"]["patients"] == 3
+    assert unit["per_patient"]["epsilon"] == pytest.approx(6.0)
+    # no ids: it says so instead of claiming one image per patient
+    assert privacy_unit([{"image": 0}, {"image": 1}], 2.0, 1e-5)["per_patient"]["patient_ids"] is False
+    with pytest.raises(ValueError):
+        group_privacy(1.0, 1e-5, 0)
+
+
+def test_dp_training_with_several_images_per_patient_reports_the_group_bound(tmp_path):
+    dp = DPSGDDiscriminator(noise_multiplier=1.0, target_delta=1e-3)
+    recipe = stylegan2_recipe(**SETTINGS, ada_p=0.2, privacy=dp)
+    items = [{**it, "patient": f"p{i // 4}"} for i, it in enumerate(_items())]  # 4 images per patient
+    fit_gan(recipe, items, Compose([]), str(tmp_path), max_epochs=1, batch_size=4, tensorboard=False, progress=False)
+    summary = json.loads((tmp_path / "privacy.json").read_text())
+    assert summary["per_patient"]["max_images_per_patient"] == 4
+    assert summary["per_patient"]["epsilon"] == pytest.approx(4 * summary["epsilon"])
 
 
 def test_generator_step_records_no_per_sample_gradients(tmp_path):
