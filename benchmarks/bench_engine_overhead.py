@@ -12,7 +12,8 @@ taken from a local copy, see ``_reference.py``; its step written here as its loo
 (``ref``, as the example runs) and channels-last (``refcl``, as ours runs: the fair baseline). Its step differs from
 ours by design: 4x4 kernels (the paper's are 5x5: ``--kernel 4`` gives our networks the example's shapes), D ends in
 a sigmoid + ``BCELoss``, and one G forward per step serves both updates (ours draws a second batch of latents for G's
-update). Without ``--reference_dir`` (or ``$SYNTHAUG_REFERENCE_DIR``) those cases are skipped with one line.
+update; ``reuse_fakes`` removes that difference: the ``reuse`` / ``plainreuse`` cases). Without ``--reference_dir``
+(or ``$SYNTHAUG_REFERENCE_DIR``) those cases are skipped with one line.
 
 Each case runs in its own interpreter (``_harness.run_cases``), ``--repeats`` times, interleaved, and the median
 images/s is printed with the ratios; run it on a quiet machine (or say that it was not).
@@ -46,7 +47,13 @@ SIZES = {
     "efficient": {"g": (128, 64, 32, 16), "d": (32, 64, 128, 256)},
     "paper": {"g": (1024, 512, 256, 128), "d": (64, 128, 256, 512)},
 }
-CASES = ("plain_fp32", "engine_fp32", "plain_bf16", "engine_bf16", "ref_fp32", "refcl_fp32", "refcl_bf16")
+CASES = (
+    "plain_fp32", "engine_fp32", "plain_bf16", "engine_bf16", "plainreuse_fp32", "reuse_fp32",
+    "ref_fp32", "refcl_fp32", "refcl_bf16",
+)  # fmt: skip
+#: ``reuse`` is the engine with ``BCEObjective(reuse_fakes=True)`` (one G forward per step, as the example does);
+#: ``plainreuse`` the plain loop doing the same, so engine/plain and reuse/plainreuse each compare equal work
+ENGINE_LOOPS = ("engine", "reuse")
 REFERENCE_LOOPS = ("ref", "refcl")
 LATENT = 100
 
@@ -73,22 +80,23 @@ def _autocast(bf16: bool):
     return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else torch.autocast("cpu", enabled=False)
 
 
-def _plain(gen, disc, g_opt, d_opt, bf16: bool):
-    """One DCGAN step as pytorch/examples writes it (BCEObjective's maths); returns the losses as tensors."""
+def _plain(gen, disc, g_opt, d_opt, bf16: bool, reuse: bool = False):
+    """One DCGAN step as pytorch/examples writes it (BCEObjective's maths); returns the losses as tensors. ``reuse``:
+    G's update goes through the fakes D's update saw (one G forward), else through a second draw (two)."""
     bce = torch.nn.functional.binary_cross_entropy_with_logits
 
     def step(reals: torch.Tensor):
         b = reals.shape[0]
         with _autocast(bf16):
-            with torch.no_grad():
+            with torch.set_grad_enabled(reuse):
                 fakes = gen(gen.sample_latent(b, device=reals.device))
-            real_logits, fake_logits = disc(reals), disc(fakes)
+            real_logits, fake_logits = disc(reals), disc(fakes.detach())
             d_loss = bce(real_logits, torch.ones_like(real_logits)) + bce(fake_logits, torch.zeros_like(fake_logits))
         d_opt.zero_grad(set_to_none=True)
         d_loss.backward()
         d_opt.step()
         with _autocast(bf16):
-            logits = disc(gen(gen.sample_latent(b, device=reals.device)))
+            logits = disc(fakes if reuse else gen(gen.sample_latent(b, device=reals.device)))
             g_loss = bce(logits, torch.ones_like(logits))
         g_opt.zero_grad(set_to_none=True)
         g_loss.backward()
@@ -156,13 +164,19 @@ def _reference_step(gen, disc, g_opt, d_opt, bf16: bool):
     return step
 
 
-def _engine(gen, disc, g_opt, d_opt, bf16: bool, batches: list[torch.Tensor], warmup: int):
+def _engine(gen, disc, g_opt, d_opt, bf16: bool, batches: list[torch.Tensor], warmup: int, reuse: bool = False):
     from ignite.engine import Events
 
     from common.engines import GANTrainer, LossHistory, NaNGuard
     from common.losses import BCEObjective
 
-    trainer = GANTrainer("cpu", 1, [{"image": x} for x in batches], gen, disc, g_opt, d_opt, BCEObjective())
+    try:
+        objective = BCEObjective(reuse_fakes=reuse)
+    except TypeError:  # an objective from before reuse_fakes
+        if reuse:
+            raise
+        objective = BCEObjective()
+    trainer = GANTrainer("cpu", 1, [{"image": x} for x in batches], gen, disc, g_opt, d_opt, objective)
     trainer._autocast = lambda: _autocast(bf16)  # the trainer's amp, on the CPU whatever this version allows
     try:
         NaNGuard(interval=10).attach(trainer)  # as fit_gan (log_interval=10)
@@ -190,9 +204,9 @@ def run_case(case: str, args: argparse.Namespace) -> dict:
         step = _reference_step(gen, disc, g_opt, d_opt, bf16)
     else:
         gen, disc, g_opt, d_opt = _networks(args.size, args.kernel)
-    if loop == "plain":
-        step = _plain(gen, disc, g_opt, d_opt, bf16)
-    if loop != "engine":
+    if loop in ("plain", "plainreuse"):
+        step = _plain(gen, disc, g_opt, d_opt, bf16, reuse=loop == "plainreuse")
+    if loop not in ENGINE_LOOPS:
         for x in batches[: args.warmup]:
             step(x)
         start = time.perf_counter()
@@ -200,7 +214,7 @@ def run_case(case: str, args: argparse.Namespace) -> dict:
             losses = step(x)
         last = [float(v) for v in losses]
     else:
-        trainer, clock = _engine(gen, disc, g_opt, d_opt, bf16, batches, args.warmup)
+        trainer, clock = _engine(gen, disc, g_opt, d_opt, bf16, batches, args.warmup, reuse=loop == "reuse")
         trainer.run()
         start = clock["start"]
         last = [float(trainer.state.output["g_loss"]), float(trainer.state.output["d_loss"])]
@@ -283,10 +297,13 @@ def main() -> None:
         finite = all(math.isfinite(r["g_loss"]) and math.isfinite(r["d_loss"]) for r in rs)
         print(f"{case:<12} {median[case]:9.1f} images/s  (runs: {each})  peak {peak:7.1f} MB  losses finite: {finite}")
     for precision in ("fp32", "bf16"):
-        for base in ("plain", *REFERENCE_LOOPS):
-            if f"{base}_{precision}" in median and f"engine_{precision}" in median:
-                ratio = median[f"engine_{precision}"] / median[f"{base}_{precision}"]
-                print(f"ratio engine/{base} ({precision}) = {ratio:.3f}")
+        pairs = [("engine", b) for b in ("plain", *REFERENCE_LOOPS)] + [
+            ("reuse", b) for b in ("plainreuse", *REFERENCE_LOOPS)
+        ]
+        for ours, base in pairs:
+            if f"{base}_{precision}" in median and f"{ours}_{precision}" in median:
+                ratio = median[f"{ours}_{precision}"] / median[f"{base}_{precision}"]
+                print(f"ratio {ours}/{base} ({precision}) = {ratio:.3f}")
     for loop in ("plain", "engine", *REFERENCE_LOOPS):
         if f"{loop}_fp32" in median and f"{loop}_bf16" in median:
             print(f"ratio bf16/fp32 ({loop}) = {median[f'{loop}_bf16'] / median[f'{loop}_fp32']:.3f}")

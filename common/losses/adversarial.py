@@ -25,6 +25,11 @@ class GANObjective:
 
     #: the generator is conditioned on class labels (the trainer then passes labels from the batch)
     conditional: bool = False
+    #: one G forward per step: D's step makes its fakes with gradients and G's step reuses them (after D's update),
+    #: as pytorch/examples' DCGAN and junyanz's pix2pix do. Off by default, where each step makes fakes twice (no-grad
+    #: for D, a second draw for G): switching it changes the random stream, and the shipped models were trained
+    #: without it. Measured in docs/generators.md (benchmarks/bench_engine_overhead.py, ``reuse`` cases).
+    reuse_fakes: bool = False
 
     def sample_labels(
         self, gen: nn.Module, labels: torch.Tensor | None, batch_size: int, device
@@ -38,6 +43,26 @@ class GANObjective:
         z = gen.sample_latent(batch_size, device=device)
         return gen(z, labels) if labels is not None else gen(z)
 
+    def fakes_for_d(self, gen: nn.Module, reals: torch.Tensor, labels: torch.Tensor | None):
+        """``(fakes, their labels)`` for D's step, fakes detached. With ``reuse_fakes`` they are made with gradients
+        and kept for the next ``fakes_for_g`` (only the last D step's, when D takes several steps)."""
+        n, device = reals.shape[0], reals.device
+        fake_labels = self.sample_labels(gen, labels, n, device)
+        if self.reuse_fakes:
+            fakes = self.fake(gen, n, device, fake_labels)
+            self._kept = (fakes, fake_labels)
+            return fakes.detach(), fake_labels
+        with torch.no_grad():
+            return self.fake(gen, n, device, fake_labels), fake_labels
+
+    def fakes_for_g(self, gen: nn.Module, reals: torch.Tensor, labels: torch.Tensor | None):
+        """``(fakes, their labels)`` for G's step: those D's step kept (``reuse_fakes``), else a fresh draw."""
+        kept, self._kept = getattr(self, "_kept", None), None  # dropped either way: it holds G's graph
+        if kept is not None and kept[0].shape[0] == reals.shape[0]:
+            return kept
+        fake_labels = self.sample_labels(gen, labels, reals.shape[0], reals.device)
+        return self.fake(gen, reals.shape[0], reals.device, fake_labels), fake_labels
+
     def d_loss(self, gen: nn.Module, disc: nn.Module, reals: torch.Tensor, labels: torch.Tensor | None) -> dict:
         raise NotImplementedError
 
@@ -50,15 +75,15 @@ class BCEObjective(GANObjective):
 
     Args:
         real_label: target for real images in D's loss; < 1 gives one-sided label smoothing (Salimans et al. 2016).
+        reuse_fakes: one G forward per step, as pytorch/examples' DCGAN (``GANObjective.reuse_fakes``).
     """
 
-    def __init__(self, real_label: float = 1.0) -> None:
+    def __init__(self, real_label: float = 1.0, reuse_fakes: bool = False) -> None:
         self.real_label = float(real_label)
+        self.reuse_fakes = bool(reuse_fakes)
 
     def d_loss(self, gen, disc, reals, labels):
-        fake_labels = self.sample_labels(gen, labels, reals.shape[0], reals.device)
-        with torch.no_grad():
-            fakes = self.fake(gen, reals.shape[0], reals.device, fake_labels)
+        fakes, _ = self.fakes_for_d(gen, reals, labels)
         real_logits = _adv_logits(disc(reals))
         fake_logits = _adv_logits(disc(fakes))
         loss_real = F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, self.real_label))
@@ -72,8 +97,8 @@ class BCEObjective(GANObjective):
         }
 
     def g_loss(self, gen, disc, reals, labels):
-        fake_labels = self.sample_labels(gen, labels, reals.shape[0], reals.device)
-        fake_logits = _adv_logits(disc(self.fake(gen, reals.shape[0], reals.device, fake_labels)))
+        fakes, _ = self.fakes_for_g(gen, reals, labels)
+        fake_logits = _adv_logits(disc(fakes))
         return {"g_loss": F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))}
 
 
@@ -91,17 +116,18 @@ class ACGANObjective(BCEObjective):
 
     conditional = True
 
-    def __init__(self, aux_weight: float = 1.0, real_label: float = 1.0, classify_fakes_in_d: bool = True) -> None:
-        super().__init__(real_label=real_label)
+    def __init__(
+        self, aux_weight: float = 1.0, real_label: float = 1.0, classify_fakes_in_d: bool = True,
+        reuse_fakes: bool = False,
+    ) -> None:  # fmt: skip
+        super().__init__(real_label=real_label, reuse_fakes=reuse_fakes)
         self.aux_weight = float(aux_weight)
         self.classify_fakes_in_d = classify_fakes_in_d
 
     def d_loss(self, gen, disc, reals, labels):
         if labels is None:
             raise ValueError("ACGANObjective needs class labels in the batch (key 'label')")
-        fake_labels = self.sample_labels(gen, labels, reals.shape[0], reals.device)
-        with torch.no_grad():
-            fakes = self.fake(gen, reals.shape[0], reals.device, fake_labels)
+        fakes, fake_labels = self.fakes_for_d(gen, reals, labels)
         real_logits, real_cls = disc(reals)
         fake_logits, fake_cls = disc(fakes)
         adv = F.binary_cross_entropy_with_logits(
@@ -119,8 +145,8 @@ class ACGANObjective(BCEObjective):
         }
 
     def g_loss(self, gen, disc, reals, labels):
-        fake_labels = self.sample_labels(gen, labels, reals.shape[0], reals.device)
-        fake_logits, fake_cls = disc(self.fake(gen, reals.shape[0], reals.device, fake_labels))
+        fakes, fake_labels = self.fakes_for_g(gen, reals, labels)
+        fake_logits, fake_cls = disc(fakes)
         adv = F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
         aux = F.cross_entropy(fake_cls, fake_labels)
         return {"g_loss": adv + self.aux_weight * aux, "g_adv": adv.detach(), "g_aux": aux.detach()}
