@@ -38,14 +38,14 @@ def run_case(case: str, size: str, n: int, batch: int, epochs: int, device: torc
 
     from common.engines import ClassifierRecipe, GANRecipe, fit_classifier, fit_gan
     from common.losses import BCEObjective
-    from common.networks import DCGANDiscriminator, DCGANGenerator, LesionClassifier
+    from common.networks import DCGANDiscriminator, DCGANGenerator, FridAdarCNN
 
     torch.manual_seed(0)
     images, labels = _data(n, device)
     ch = SIZES[size]
     make_g = partial(DCGANGenerator, channels=ch["g"])
     make_d = partial(DCGANDiscriminator, channels=ch["d"])
-    make_c = partial(LesionClassifier, channels=ch["c"])
+    make_c = partial(FridAdarCNN, channels=ch["c"])
     adam = partial(torch.optim.Adam, lr=2e-4, betas=(0.5, 0.999))
     items = [{"image": images[i], "label": int(labels[i])} for i in range(n)]
     import tempfile

@@ -34,7 +34,7 @@ def run_case(case: str, size: str, n: int, batch: int, epochs: int, device: torc
 
     from common.engines import ClassifierRecipe, GANRecipe, fit_classifier, fit_gan, generate_synthetic_set
     from common.losses import ACGANObjective
-    from common.networks import ACGANDiscriminator, ACGANGenerator, LesionClassifier
+    from common.networks import ACGANDiscriminator, ACGANGenerator, FridAdarCNN
 
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
@@ -43,7 +43,7 @@ def run_case(case: str, size: str, n: int, batch: int, epochs: int, device: torc
     ch = SIZES[size]
     make_g = partial(ACGANGenerator, image_size=IMAGE, channels=ch["g"], kernel_size=4, num_classes=CLASSES)
     make_d = partial(ACGANDiscriminator, image_size=IMAGE, channels=ch["d"], num_classes=CLASSES, dropout=0.3)
-    make_c = partial(LesionClassifier, num_classes=CLASSES, image_size=IMAGE, channels=ch["c"])
+    make_c = partial(FridAdarCNN, num_classes=CLASSES, image_size=IMAGE, channels=ch["c"])
     adam = partial(torch.optim.Adam, lr=2e-4, betas=(0.5, 0.999))
     items = [{"image": images[i], "label": int(labels[i])} for i in range(n)]
     tmp = tempfile.mkdtemp()

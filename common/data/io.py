@@ -9,7 +9,7 @@ divided by 257 when read (:class:`BitDepthPILReader`), so a window of 0..255 fit
 training transforms load with :func:`image_loader`, which uses the same reader.
 
 :func:`check_image` is the one policy for a 2-D image's channels and size in a data set (grey or RGB), applied when a
-data set is validated (``common.data.classification.validate_images``) and again in the load chains
+data set is validated (``common.data.labelled_images.validate_images``) and again in the load chains
 (``common.data.transforms.CheckImaged``).
 """
 

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from monai.transforms import Compose, EnsureTyped, MapTransform, ScaleIntensityRanged
 
-from common.data.classification import unlabelled_images
 from common.data.io import MIN_SIDE, image_loader
+from common.data.labelled_images import unlabelled_images
 from common.data.transforms import CheckImaged
 from common.errors import DataError
 

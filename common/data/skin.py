@@ -31,8 +31,8 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import Compose, EnsureTyped, Resized, ScaleIntensityRanged
 
-from common.data.classification import choose_external_test, read_data_set, validate_images
 from common.data.io import MIN_SIDE, image_loader
+from common.data.labelled_images import choose_external_test, read_data_set, validate_images
 from common.data.transforms import CheckImaged
 from common.errors import DataError
 
@@ -148,7 +148,7 @@ def load_skin_dataset(
     ``required_classes`` (e.g. the classes to synthesise) must be among the data set's classes. ``test_dir``: an
     external test set in any of the same layouts, read by this function with the data set's classes (a class may be
     absent from it); without it, a test part that ``dataset_dir`` ships is the external test set (see
-    ``common.data.classification.choose_external_test``).
+    ``common.data.labelled_images.choose_external_test``).
 
     Returns the dict of ``load_classification_dataset`` (``items``, ``class_names``, ``source``, ``datalist``,
     ``external_test``) plus ``dataset_dir`` and ``counts`` (images per class). The tasks (melanoma vs rest,

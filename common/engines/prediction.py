@@ -34,9 +34,9 @@ import torch
 from ignite.engine import Engine, Events
 from monai.engines.utils import IterationEvents
 
-from common.data.classification import read_data_set, unlabelled_images, validate_images
 from common.data.datalist import read_datalist
 from common.data.io import file_stem, has_image_suffix
+from common.data.labelled_images import read_data_set, unlabelled_images, validate_images
 from common.data.lidc import find_lidc, find_voi_folder, prepare_voi_rois
 from common.data.medmnist import find_npz
 from common.errors import DataError
@@ -47,7 +47,7 @@ __all__ = ["READERS", "PredictionSaver", "map_classes", "read_prediction_set", "
 
 logger = logging.getLogger(__name__)
 
-#: the training readers: ``classification`` (``common.data.classification.read_data_set``); ``skin`` also reads an
+#: the training readers: ``classification`` (``common.data.labelled_images.read_data_set``); ``skin`` also reads an
 #: ISIC ground-truth CSV first, as ``common.data.skin.load_skin_dataset`` does
 READERS = ("classification", "skin")
 #: the config key that names the input, in messages
@@ -174,7 +174,7 @@ def read_prediction_set(
         lidc_mapping, lidc_roi_size: as training reads LIDC VOIs (``common.data.lidc``): the mapping that labels a
             nodule and the ROI side (the network's input size).
         image_shape, channels, spatial_dims: checked on every image up front, as training checks its images
-            (``common.data.classification.validate_images``): a corrupt file, a wrong size or channel count stops
+            (``common.data.labelled_images.validate_images``): a corrupt file, a wrong size or channel count stops
             here with the file's name.
 
     Returns:

@@ -1,10 +1,11 @@
 """Generators, discriminators and classifiers of the reproduced papers, built from MONAI blocks.
 
 Frid-Adar et al. 2018 (``liver_lesion_gan``): ``DCGANGenerator`` / ``DCGANDiscriminator``, their ACGAN variants,
-and the downstream ``LesionClassifier``; ``weights_init_dcgan`` is the DCGAN N(0, 0.02) initialisation.
+and the downstream classifier ``FridAdarCNN`` (``LesionClassifier``: its old name, kept as an alias);
+``weights_init_dcgan`` is the DCGAN N(0, 0.02) initialisation.
 """
 
-from common.networks.classifier import LesionClassifier
+from common.networks.classifier import FridAdarCNN, LesionClassifier
 from common.networks.dcgan import (
     ACGANDiscriminator,
     ACGANGenerator,
@@ -26,6 +27,7 @@ __all__ = [
     "ACGANGenerator",
     "DCGANDiscriminator",
     "DCGANGenerator",
+    "FridAdarCNN",
     "LAPGANGenerator",
     "LaplacianStageGenerator",
     "LesionClassifier",

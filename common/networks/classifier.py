@@ -1,4 +1,5 @@
-"""The liver-lesion classification CNN of Frid-Adar et al. 2018, the downstream model of the augmentation protocol."""
+"""The classification CNN of Frid-Adar et al. 2018 (liver lesion ROIs), the downstream model of the augmentation
+protocol; the bundles train it on CT ROIs, radiographs and dermoscopy images alike."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from monai.networks.blocks import Convolution
 from monai.networks.layers.factories import Pool
 from monai.utils import ensure_tuple_rep
 
-__all__ = ["LesionClassifier"]
+__all__ = ["FridAdarCNN", "LesionClassifier"]
 
 
-class LesionClassifier(nn.Module):
+class FridAdarCNN(nn.Module):
     """Frid-Adar et al. 2018 CNN: 3 x [conv + ReLU + 2 x 2 max-pool] -> dense(hidden) + ReLU -> dropout -> dense.
 
     Paper: 64 x 64 x 1 ROIs, 5 x 5 convolutions with 32, 64, 128 filters ("same" padding, so that only the pools
@@ -59,12 +60,12 @@ class LesionClassifier(nn.Module):
         super().__init__()
         channels = tuple(int(c) for c in channels)
         if spatial_dims not in (1, 2, 3) or not channels:
-            raise ValueError(f"LesionClassifier: spatial_dims must be 1-3 and channels non-empty, got {spatial_dims}.")
+            raise ValueError(f"FridAdarCNN: spatial_dims must be 1-3 and channels non-empty, got {spatial_dims}.")
         size = ensure_tuple_rep(image_size, spatial_dims)
         factor = 2 ** len(channels)
         if any(s < factor or s % factor for s in size):
             raise ValueError(
-                f"LesionClassifier: image_size {tuple(size)} must be a positive multiple of 2 ** len(channels) = "
+                f"FridAdarCNN: image_size {tuple(size)} must be a positive multiple of 2 ** len(channels) = "
                 f"{factor} (one 2 x 2 max-pool per stage); change image_size or the number of channels."
             )
         self.num_classes = int(num_classes)
@@ -93,3 +94,7 @@ class LesionClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x (B, in_channels, *image_size)`` -> class logits ``(B, num_classes)``."""
         return self.classifier(self.dropout(self.forward_features(x)))
+
+
+# Deprecated alias (the old name): bundle configs exported before the rename name common.networks.LesionClassifier.
+LesionClassifier = FridAdarCNN

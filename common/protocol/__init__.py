@@ -1,7 +1,7 @@
 """The experiment runner: k patient-separated folds x arms -> report.json / report.md / figures."""
 
 from common.protocol import quality  # the end of every training run (`$import common.protocol` reaches it)
-from common.protocol.classification import ARMS, ClassificationProtocol
+from common.protocol.augmentation import ARMS, ClassificationProtocol
 from common.protocol.folds import load_or_make_splits, make_splits, select
 from common.protocol.report import compare_arms, render_markdown, summarize_arms, write_report
 

@@ -1,7 +1,7 @@
 """The external test set: every downstream model a protocol trains is also scored on data from elsewhere.
 
 Cross-validation tests each model on patients of the same data set; an external test set (``test_dir``, or the test
-split a data set ships: ``common.data.classification.choose_external_test``) says how the models carry over to
+split a data set ships: ``common.data.labelled_images.choose_external_test``) says how the models carry over to
 other data. No model is trained for it: each fold x arm's *selected* model (``best_model.pt``, chosen on that fold's
 validation patients) is scored once on all external images, so an arm has one external score per fold.
 

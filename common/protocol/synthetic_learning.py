@@ -148,11 +148,25 @@ class SyntheticLearningProtocol:
         datalist = syn_dir / "datalist.json"
         recipe = self.generators[name]
         privacy_file = gan_dir / "conditional" / "privacy.json"
+        # a class with no training image in this fold: the conditional GAN never saw it, and what its label
+        # embedding makes is no image of that class. None are generated for it, and the report says so
+        present = {int(it["label"]) for it in train}
+        absent = [c for i, c in enumerate(self.class_names) if i not in present]
+        n_synthetic = [self.n_synthetic if i in present else 0 for i in range(len(self.class_names))]
         settings = {
             "recipe": recipe, "train": train, "transforms": self.transforms, "gan_epochs": self.gan_epochs,
             "gan_batch_size": self.gan_batch_size, "gan_steps": self.gan_steps, "seed": self.seed + fold,
-            "n_synthetic": self.n_synthetic, "classes": self.class_names, "a_min": self.a_min, "a_max": self.a_max,
+            "n_synthetic": n_synthetic if absent else self.n_synthetic, "classes": self.class_names,
+            "a_min": self.a_min, "a_max": self.a_max,
         }  # fmt: skip
+        if absent:
+            note = (
+                f"fold {fold}, {name}: no training image of class(es) {absent}; the conditional GAN never saw them, so "
+                "no synthetic images of them were made (the synthetic-only classifier has no example of them)"
+            )
+            logger.warning(note)
+            if note not in self.notes:
+                self.notes.append(note)
         # reuse (or resume) only what these settings made; other settings' GANs and images are moved aside
         self._synthetic_keys[(fold, name)] = settings_digest(settings)
         claim(gan_dir, settings, f"'{name}' GAN")
@@ -166,7 +180,7 @@ class SyntheticLearningProtocol:
             )  # fmt: skip
             gens = load_generators(recipe, str(gan_dir), self.class_names, device=self.device)
             generate_synthetic_set(
-                gens, self.class_names, self.n_synthetic, str(syn_dir), a_min=self.a_min, a_max=self.a_max,
+                gens, self.class_names, n_synthetic, str(syn_dir), a_min=self.a_min, a_max=self.a_max,
                 seed=self.seed + 100 + fold, device=self.device, file_format="png", source=str(gan_dir),
             )  # fmt: skip
         privacy = json.loads(privacy_file.read_text()) if privacy_file.is_file() else None

@@ -262,7 +262,7 @@ def score_turing_test(answers_csv: str | os.PathLike, key_json: str | os.PathLik
 
 
 def _load_items(path: str) -> tuple[list[dict], list[str]]:
-    from common.data.classification import load_classification_dataset
+    from common.data.labelled_images import load_classification_dataset
 
     data = load_classification_dataset(path)
     return data["items"], data["class_names"]

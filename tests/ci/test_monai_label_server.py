@@ -19,7 +19,7 @@ import pytest
 import torch
 from synthaug_testing import REPO, load_ci_script, tiny_exported_segmenter
 
-from common.networks import LesionClassifier
+from common.networks import FridAdarCNN
 from common.protocol.export import export_downstream
 
 mls = load_ci_script("monai_label_server")
@@ -31,7 +31,7 @@ def _exported_classifier(out):
     model = out / "fold0" / "classic"
     model.mkdir(parents=True)
     torch.manual_seed(0)
-    net = LesionClassifier(in_channels=1, num_classes=3, image_size=16, channels=[4, 4, 4])
+    net = FridAdarCNN(in_channels=1, num_classes=3, image_size=16, channels=[4, 4, 4])
     torch.save(net.state_dict(), model / "best_model.pt")
     (model / "result.json").write_text(json.dumps({"best_val_balanced_accuracy": 0.7}))
     record = export_downstream(

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from common.data.classification import load_classification_dataset, validate_images
 from common.data.datalist import write_datalist
 from common.data.io import write_image
+from common.data.labelled_images import load_classification_dataset, validate_images
 from common.data.phantoms import LiverLesionPhantom
 from common.errors import DataError
 

@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from common.data.classification import load_classification_dataset, split_archive
 from common.data.io import write_image
+from common.data.labelled_images import load_classification_dataset, split_archive
 from common.data.lidc import find_lidc, read_lidc_metadata
 from common.data.skin import load_skin_dataset
 from common.errors import DataError
@@ -137,7 +137,7 @@ def _archive(root, rgb=False, test_classes=("melanoma", "nevus")):
 
 def test_train_test_archive_test_is_the_external_set(tmp_path, caplog):
     root = _archive(tmp_path / "isic")
-    with caplog.at_level(logging.INFO, logger="common.data.classification"):
+    with caplog.at_level(logging.INFO, logger="common.data.labelled_images"):
         data = load_classification_dataset(root)
     assert data["class_names"] == ["melanoma", "nevus"] and len(data["items"]) == 6
     assert all("/Train/" in it["image"] for it in data["items"])
@@ -150,7 +150,7 @@ def test_train_test_archive_test_is_the_external_set(tmp_path, caplog):
     # --test_dir wins, and the unused Test/ is named in a warning
     other = _archive(tmp_path / "other")
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="common.data.classification"):
+    with caplog.at_level(logging.INFO, logger="common.data.labelled_images"):
         data = load_classification_dataset(root, test_dir=other / "Test")
     assert data["external_test"]["origin"] == "test_dir"
     assert "test_dir given: the Test/ folder of isic (4 images) is not used" in caplog.text

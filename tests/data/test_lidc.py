@@ -13,9 +13,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from common.data.classification import load_classification_dataset
 from common.data.datalist import read_datalist
 from common.data.io import read_image
+from common.data.labelled_images import load_classification_dataset
 from common.data.lidc import LIDC_MAPPINGS, nodule_signs, prepare_lidc_rois
 from common.errors import DataError
 

@@ -12,7 +12,7 @@ from common.data.io import read_image, write_image
 from common.data.phantoms import DermoscopyPhantom
 from common.data.skin import load_skin_dataset, read_isic_ground_truth, rgb_classification_transforms
 from common.errors import DataError
-from common.protocol.classification import ARMS, oversample
+from common.protocol.augmentation import ARMS, oversample
 
 
 def test_phantom_is_deterministic_imbalanced_rgb_png(tmp_path):

@@ -25,7 +25,7 @@ from common.data.transforms import roi_classification_transforms
 from common.engines.prediction import PredictionSaver, map_classes, read_prediction_set, recorded_class_names
 from common.errors import DataError
 from common.metrics.classification import FAST_METRICS, classification_metrics, classification_metrics_with_ci
-from common.networks import LesionClassifier
+from common.networks import FridAdarCNN
 from common.protocol.export import export_downstream
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,9 +47,9 @@ def _folders(root: Path, names=NAMES, per_class: int = 2) -> Path:
     return root
 
 
-def _network(seed: int = 0) -> LesionClassifier:
+def _network(seed: int = 0) -> FridAdarCNN:
     torch.manual_seed(seed)
-    return LesionClassifier(in_channels=1, num_classes=len(NAMES), image_size=SIZE, channels=CHANNELS).eval()
+    return FridAdarCNN(in_channels=1, num_classes=len(NAMES), image_size=SIZE, channels=CHANNELS).eval()
 
 
 def _read_csv(path: Path) -> list[dict]:
@@ -332,7 +332,7 @@ def test_every_classify_config_reads_raw_folders(bundle, tmp_path):
     evaluation = tmp_path / "evaluation"
     evaluation.mkdir()
     torch.manual_seed(0)
-    net = LesionClassifier(in_channels=in_channels, num_classes=len(model_names), image_size=SIZE, channels=CHANNELS,
+    net = FridAdarCNN(in_channels=in_channels, num_classes=len(model_names), image_size=SIZE, channels=CHANNELS,
                            kernel_size=kernel)  # fmt: skip
     torch.save(net.state_dict(), evaluation / "classifier.pt")
     (evaluation / "classifier.json").write_text(json.dumps({"class_names": model_names}))

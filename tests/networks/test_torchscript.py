@@ -20,8 +20,8 @@ from common.networks import (
     ACGANGenerator,
     DCGANDiscriminator,
     DCGANGenerator,
+    FridAdarCNN,
     LAPGANGenerator,
-    LesionClassifier,
     PyramidGenerator,
 )
 from common.networks.pix2pix import Pix2PixUNet
@@ -69,8 +69,8 @@ CASES: dict[str, tuple[Callable[[], torch.nn.Module], tuple]] = {
         lambda: StyleGAN2Discriminator(1, 3, 16, 64, 16, mbstd_group_size=3),
         (_image(1, 16, 16), LABELS),
     ),
-    "classifier": (lambda: LesionClassifier(1, 3, 16, (4, 8)), (_image(1, 16, 16),)),
-    "classifier-rgb-k3": (lambda: LesionClassifier(3, 2, 16, (4, 8), kernel_size=3), (_image(3, 16, 16),)),
+    "classifier": (lambda: FridAdarCNN(1, 3, 16, (4, 8)), (_image(1, 16, 16),)),
+    "classifier-rgb-k3": (lambda: FridAdarCNN(3, 2, 16, (4, 8), kernel_size=3), (_image(3, 16, 16),)),
     "brain-segmenter": (
         lambda: UNet(2, 4, 3, channels=(8, 16, 32), strides=(2, 2), num_res_units=2),
         (_image(4, 32, 32),),

@@ -14,9 +14,9 @@ from common.protocol.cache import KEY_FILE, claim, describe, settings_digest
 
 def _recipe(lr: float, width: int):
     from common.engines import ClassifierRecipe
-    from common.networks import LesionClassifier
+    from common.networks import FridAdarCNN
 
-    network = functools.partial(LesionClassifier, in_channels=1, num_classes=3, image_size=16, channels=[width, 8, 8])
+    network = functools.partial(FridAdarCNN, in_channels=1, num_classes=3, image_size=16, channels=[width, 8, 8])
     return ClassifierRecipe(network=network, optimizer=functools.partial(torch.optim.SGD, lr=lr))
 
 
@@ -45,8 +45,8 @@ def test_digest_is_the_same_in_another_process():
     """No memory address or process-dependent value reaches the digest."""
     code = (
         "import functools, torch; from common.protocol.cache import settings_digest;"
-        "from common.networks import LesionClassifier;"
-        "print(settings_digest({'n': functools.partial(LesionClassifier, in_channels=1, num_classes=3,"
+        "from common.networks import FridAdarCNN;"
+        "print(settings_digest({'n': functools.partial(FridAdarCNN, in_channels=1, num_classes=3,"
         " image_size=16, channels=[8, 8, 8]), 'o': functools.partial(torch.optim.SGD, lr=0.1),"
         " 'm': torch.nn.Conv2d(1, 2, 3)}))"
     )
@@ -92,14 +92,14 @@ def test_protocol_reuses_a_fold_only_with_the_settings_that_made_it(tmp_path):
     train = select(protocol.items, splits["folds"][0]["train"])
     fold = protocol.output_dir / "fold0"
 
-    first = protocol._synthetic_items(0, train)
+    first = protocol.synthesis.fold_set(0, train)
     done = fold / "gan" / "cyst" / "training_done.json"
     stamp = done.stat().st_mtime_ns
-    assert protocol._synthetic_items(0, train) == first and done.stat().st_mtime_ns == stamp, "reused as it was"
+    assert protocol.synthesis.fold_set(0, train) == first and done.stat().st_mtime_ns == stamp, "reused as it was"
     assert not list(fold.glob("*.stale-*"))
 
-    protocol.gan_epochs += 1  # another setting: what the first settings made must not be handed back
-    protocol._synthetic_items(0, train)
+    protocol.synthesis.gan_epochs += 1  # another setting: what the first settings made must not be handed back
+    protocol.synthesis.fold_set(0, train)
     assert (fold / "gan.stale-1" / "cyst" / "training_done.json").is_file(), "the old GANs are kept aside"
     assert (fold / "synthetic.stale-1" / "datalist.json").is_file()
-    assert json.loads(done.read_text())["epochs"] == protocol.gan_epochs, "new GANs with the new setting"
+    assert json.loads(done.read_text())["epochs"] == protocol.synthesis.gan_epochs, "new GANs with the new setting"

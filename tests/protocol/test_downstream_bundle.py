@@ -13,8 +13,9 @@ import pytest
 import torch
 from synthaug_testing import load_ci_script, tiny_exported_segmenter
 
+from ci.verify import verify
 from common.bundle_files import common_package_files
-from common.networks import LesionClassifier
+from common.networks import FridAdarCNN
 from common.protocol.export import export_downstream, write_downstream_bundle
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,7 +25,6 @@ SIZE, CHANNELS = 16, [4, 4, 4]
 
 
 cml = load_ci_script("check_monai_label")
-vb = load_ci_script("verify_bundle")
 
 
 def _fake_evaluation(out: Path) -> list[tuple[str, int, Path]]:
@@ -35,7 +35,7 @@ def _fake_evaluation(out: Path) -> list[tuple[str, int, Path]]:
         d = out / f"fold{fold}" / arm
         d.mkdir(parents=True)
         torch.manual_seed(fold)
-        net = LesionClassifier(in_channels=1, num_classes=3, image_size=SIZE, channels=CHANNELS)
+        net = FridAdarCNN(in_channels=1, num_classes=3, image_size=SIZE, channels=CHANNELS)
         torch.save(net.state_dict(), d / "best_model.pt")
         (d / "result.json").write_text(json.dumps({"best_val_balanced_accuracy": score}))
         candidates.append((arm, fold, d / "result.json"))
@@ -120,7 +120,7 @@ def test_exported_folder_is_a_monai_label_bundle(exported, tmp_path):
     assert summary["labels"] == {"cyst": 0, "metastasis": 1, "hemangioma": 2}
     assert summary["outputs"] == ["predictions/predictions.csv"]
     # ci/verify_bundle.py treats it as an inference-only bundle and passes it
-    report = vb.verify(exported)
+    report = verify(exported)
     assert report.failed == 0, [r.line() for r in report.results if r.status == "FAIL"]
 
 
@@ -165,7 +165,7 @@ def test_exported_segmenter_names_the_values_it_answers_with(tmp_path):
     assert summary["labels"] == {"necrosis": 1, "oedema": 2, "enhancing": 4} and summary["type"] == "segmentation"
     assert summary["raw_shape"] == (3, 32, 32, 12) and summary["pred_shape"] == (32, 32, 12), "Restored drops C=1"
     assert set(summary["answer"]) <= {0, 1, 2, 4}
-    report = vb.verify(folder)
+    report = verify(folder)
     assert report.failed == 0, [r.line() for r in report.results if r.status == "FAIL"]
     # the names the export declared before (the network's channels TC, WT, ET as ids 0-2) leave the value 4 unnamed
     old = {"labels": {"tc": 0, "wt": 1, "et": 2}, "type": "segmentation"}
@@ -196,7 +196,7 @@ def test_check_fails_when_metadata_or_weights_do_not_fit(exported, tmp_path):
     (exported / "models" / "model.pt").unlink()
     with pytest.raises(cml.BundleCheckError, match="neither model.pt nor model.ts"):
         cml.check_bundle(exported, image=image, workflow=False)
-    assert any(r.name == "required_files" and r.status == "FAIL" for r in vb.verify(exported).results)
+    assert any(r.name == "required_files" and r.status == "FAIL" for r in verify(exported).results)
     assert cml.main([str(exported), "--no-workflow"]) == 1
 
 
@@ -264,7 +264,7 @@ def test_class_names_from_folders_never_run_as_config(tmp_path, monkeypatch):
     the exported bundle parses (whole config, metadata included), runs, and gives the names back as text."""
     from monai.bundle import ConfigParser, ConfigWorkflow
 
-    from common.data.classification import load_classification_dataset
+    from common.data.labelled_images import load_classification_dataset
 
     monkeypatch.chdir(tmp_path)  # a `touch PWNED` would land here, or in the bundle folder (the workflow's cwd)
     data = tmp_path / "folders"

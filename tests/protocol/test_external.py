@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-import common.protocol.classification as classification
+import common.protocol.augmentation.fold_runner as fold_runner
 import common.protocol.external as external
 from common.data import load_classification_dataset
 from common.data.augment import ClassicAugmentation
@@ -22,7 +22,7 @@ from common.data.phantoms import LiverLesionPhantom
 from common.data.transforms import roi_classification_transforms
 from common.engines import ClassifierRecipe
 from common.metrics.classification import FAST_METRICS, classification_metrics
-from common.networks import LesionClassifier
+from common.networks import FridAdarCNN
 from common.protocol import ClassificationProtocol
 from common.protocol.report import render_markdown, write_report
 
@@ -122,7 +122,7 @@ def _protocol(tmp_path, data, **kwargs) -> ClassificationProtocol:
     args = dict(
         gan_recipe=None,
         classifier_recipe=ClassifierRecipe(
-            partial(LesionClassifier, num_classes=3, image_size=16, channels=(4, 8), hidden=8),
+            partial(FridAdarCNN, num_classes=3, image_size=16, channels=(4, 8), hidden=8),
             partial(torch.optim.SGD, lr=0.01, momentum=0.9),
         ),
         transforms=roi_classification_transforms(-160, 240),
@@ -145,8 +145,8 @@ def test_protocol_scores_every_model_on_the_external_set(tmp_path, monkeypatch):
     data = _data(tmp_path, test_dir=_external_dir(tmp_path))
     assert data["external_test"]["origin"] == "test_dir" and len(data["external_test"]["items"]) == 8
     fits = []
-    real_fit = classification.fit_classifier
-    monkeypatch.setattr(classification, "fit_classifier", lambda *a, **k: fits.append(a[5]) or real_fit(*a, **k))
+    real_fit = fold_runner.fit_classifier
+    monkeypatch.setattr(fold_runner, "fit_classifier", lambda *a, **k: fits.append(a[5]) or real_fit(*a, **k))
     report = _protocol(tmp_path, data).run()
     assert len(fits) == 4, "2 folds x 2 arms: no model is trained for the external set"
     ext = report["external"]
@@ -211,7 +211,7 @@ def test_external_set_may_lack_a_class_with_a_warning(tmp_path, caplog):
     content = json.loads((ext / "datalist.json").read_text())
     content["training"] = [it for it in content["training"] if it["label"] != 2]
     (ext / "datalist.json").write_text(json.dumps(content))
-    with caplog.at_level(logging.WARNING, logger="common.data.classification"):
+    with caplog.at_level(logging.WARNING, logger="common.data.labelled_images"):
         data = _data(tmp_path, test_dir=ext)
     assert data["external_test"]["counts"]["hemangioma"] == 0
     assert "no image of class(es) ['hemangioma']" in caplog.text
@@ -234,7 +234,7 @@ def _npz(path, n_train=12, n_val=4, n_test=6, extra=None):
 
 def test_medmnist_test_split_is_the_external_set_by_default(tmp_path, caplog):
     npz = _npz(tmp_path / "pneumoniamnist.npz")
-    with caplog.at_level(logging.INFO, logger="common.data.classification"):
+    with caplog.at_level(logging.INFO, logger="common.data.labelled_images"):
         data = load_classification_dataset(npz, cache_dir=tmp_path / "cache")
     assert len(data["items"]) == 16 and {it["split"] for it in data["items"]} == {"train", "val"}
     ext = data["external_test"]
@@ -245,7 +245,7 @@ def test_medmnist_test_split_is_the_external_set_by_default(tmp_path, caplog):
     # test_dir given: it is the external set, and the unused test split is named in a warning (never dropped silently)
     other = _npz(tmp_path / "other.npz", n_train=3, n_val=0, n_test=2)
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="common.data.classification"):
+    with caplog.at_level(logging.INFO, logger="common.data.labelled_images"):
         data = load_classification_dataset(npz, cache_dir=tmp_path / "cache", test_dir=other)
     assert data["external_test"]["origin"] == "test_dir" and len(data["external_test"]["items"]) == 5, "all splits"
     assert "test_dir given: the test split of pneumoniamnist.npz (6 images) is not used" in caplog.text
@@ -253,7 +253,7 @@ def test_medmnist_test_split_is_the_external_set_by_default(tmp_path, caplog):
     # a file without a test split: no external set; arrays that no reader uses are named
     lone = _npz(tmp_path / "lone.npz", n_test=0, extra={"notes": np.zeros(3)})
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="common.data.classification"):
+    with caplog.at_level(logging.INFO, logger="common.data.labelled_images"):
         assert load_classification_dataset(lone, cache_dir=tmp_path / "cache")["external_test"] is None
     assert "not read: split(s) [], array(s) ['notes']" in caplog.text
 
@@ -268,7 +268,7 @@ def test_synthetic_learning_scores_the_real_arm_on_the_medmnist_test_split(tmp_p
         str(tmp_path / "eval"),
         generators={},
         classifier_recipe=ClassifierRecipe(
-            partial(LesionClassifier, num_classes=2, image_size=32, channels=(4, 8), hidden=8),
+            partial(FridAdarCNN, num_classes=2, image_size=32, channels=(4, 8), hidden=8),
             partial(torch.optim.Adam, lr=1e-3),
         ),
         transforms=radiograph_transforms(32),

@@ -12,7 +12,7 @@ import pytest
 
 import common.protocol.report as report_module
 from common.metrics.classification import classification_metrics, metrics_from_confusion
-from common.protocol.classification import _binary_mean
+from common.protocol.augmentation.report_sections import binary_mean
 from common.protocol.report import compare_arms, render_markdown, review_report, summarize_arms, write_report
 
 CLASSES = ["solid", "subsolid"]
@@ -138,7 +138,7 @@ def test_binary_mean_over_tasks_is_undefined_where_a_task_is():
         "b_vs_rest": {"real": [{"accuracy": 0.6, "sensitivity": float("nan"),
                                 "undefined": {"sensitivity": "test set lacks class 'b'"}}]},
     }  # fmt: skip
-    fold = _binary_mean(per_task, ["a_vs_rest", "b_vs_rest"], "real", 0, ["accuracy", "sensitivity"])
+    fold = binary_mean(per_task, ["a_vs_rest", "b_vs_rest"], "real", 0, ["accuracy", "sensitivity"])
     assert fold["accuracy"] == pytest.approx(0.7)
     assert np.isnan(fold["sensitivity"]), "not 0.5, the mean over the one task that has it"
     assert fold["undefined"]["sensitivity"] == "task 'b_vs_rest': test set lacks class 'b'"

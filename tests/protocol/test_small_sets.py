@@ -21,7 +21,7 @@ from common.data.io import write_image
 from common.data.transforms import roi_classification_transforms
 from common.engines import ClassifierRecipe
 from common.errors import DataError
-from common.networks import LesionClassifier
+from common.networks import FridAdarCNN
 from common.protocol import ClassificationProtocol, load_or_make_splits, make_splits
 from common.protocol.generators import evaluate_with_generators
 
@@ -77,7 +77,7 @@ def _protocol(tmp_path, data, **kwargs):
     args = dict(
         gan_recipe=None,
         classifier_recipe=ClassifierRecipe(
-            partial(LesionClassifier, num_classes=2, image_size=16, channels=(4, 8), hidden=8),
+            partial(FridAdarCNN, num_classes=2, image_size=16, channels=(4, 8), hidden=8),
             partial(torch.optim.SGD, lr=0.01, momentum=0.9),
         ),
         transforms=roi_classification_transforms(0, 255),

@@ -8,14 +8,14 @@ from functools import partial
 import pytest
 import torch
 
-import common.protocol.classification as classification
+import common.protocol.augmentation.fold_runner as fold_runner
 from common.data import load_classification_dataset
 from common.data.augment import ClassicAugmentation
 from common.data.phantoms import LungSignPhantom
 from common.data.transforms import roi_classification_transforms
 from common.engines import ClassifierRecipe, GANRecipe
 from common.losses import ACGANObjective
-from common.networks import ACGANDiscriminator, ACGANGenerator, LesionClassifier
+from common.networks import ACGANDiscriminator, ACGANGenerator, FridAdarCNN
 from common.protocol import ClassificationProtocol
 from common.protocol.tasks import make_tasks, relabel
 
@@ -47,7 +47,7 @@ def _protocol(tmp_path, **kwargs) -> ClassificationProtocol:
         ACGANObjective(),
     )
     classifier = ClassifierRecipe(
-        partial(LesionClassifier, num_classes=6, image_size=16, channels=(4, 8), hidden=8),
+        partial(FridAdarCNN, num_classes=6, image_size=16, channels=(4, 8), hidden=8),
         partial(torch.optim.SGD, lr=0.01, momentum=0.9),
     )
     args = dict(
@@ -93,7 +93,7 @@ def test_tasks_and_pretraining_end_to_end(tmp_path, monkeypatch):
     task = protocol.tasks[2]
     pretrained = out / "fold1" / "tasks" / "cavity_vs_rest" / "arms" / "synthetic_only" / "best_model.pt"
     assert pretrained.is_file()
-    recipe = protocol._pretrained_recipe(1, [], [], [], [], task)
+    recipe = protocol.runner.pretrained_recipe(1, [], [], [], [], task)
     net = recipe.network()
     saved = torch.load(pretrained, weights_only=True)
     assert all(torch.equal(v, saved[k]) for k, v in net.state_dict().items())
@@ -102,8 +102,8 @@ def test_tasks_and_pretraining_end_to_end(tmp_path, monkeypatch):
 
     # Resume: a finished evaluation trains nothing again; a deleted arm result is redone, alone.
     calls = []
-    real_fit = classification.fit_classifier
-    monkeypatch.setattr(classification, "fit_classifier", lambda *a, **k: calls.append(a[5]) or real_fit(*a, **k))
+    real_fit = fold_runner.fit_classifier
+    monkeypatch.setattr(fold_runner, "fit_classifier", lambda *a, **k: calls.append(a[5]) or real_fit(*a, **k))
     _protocol(tmp_path).run()
     assert calls == []
     (out / "fold0" / "tasks" / "multiclass" / "arms" / "real" / "result.json").unlink()
@@ -126,7 +126,7 @@ def test_equal_steps_gives_bigger_arms_fewer_epochs(tmp_path, monkeypatch):
     def record(*args, **kwargs):
         raise Recorded(kwargs["max_epochs"], len(args[1]))
 
-    monkeypatch.setattr(classification, "fit_classifier", record)
+    monkeypatch.setattr(fold_runner, "fit_classifier", record)
     item = {"image": "x", "label": 0}
     train, synthetic = [item] * 12, [item] * 24
     for equal, arm, expected in [
@@ -137,7 +137,7 @@ def test_equal_steps_gives_bigger_arms_fewer_epochs(tmp_path, monkeypatch):
     ]:
         protocol = _protocol(tmp_path / f"{equal}", classifier_epochs=6, equal_steps=equal, tasks=None)
         with pytest.raises(Recorded) as got:
-            protocol._run_arm(0, arm, train, [item], [item], synthetic)
+            protocol.runner.run_arm(0, arm, train, [item], [item], synthetic)
         assert got.value.args == expected, (equal, arm)
     # the budget of the classic arm (2 augmented repeats of each real image): the baseline gets twice its epochs
     for arm, expected in [("classic", (6, 24)), ("baseline", (12, 12)), ("classic+synthetic", (3, 48))]:
@@ -145,7 +145,7 @@ def test_equal_steps_gives_bigger_arms_fewer_epochs(tmp_path, monkeypatch):
             tmp_path / "rep", classifier_epochs=6, equal_steps="classic", augment_repeats=2, tasks=None
         )
         with pytest.raises(Recorded) as got:
-            protocol._run_arm(0, arm, train, [item], [item], synthetic)
+            protocol.runner.run_arm(0, arm, train, [item], [item], synthetic)
         assert got.value.args == expected, (equal, arm)
     with pytest.raises(ValueError, match="equal_steps"):
         _protocol(tmp_path / "bad", equal_steps="longest")
