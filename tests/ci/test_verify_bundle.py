@@ -24,6 +24,13 @@ import pytest
 import torch
 from synthaug_testing import load_ci_script
 
+from ci.verify import metadata as verify_metadata
+from ci.verify.base import sha256
+from ci.verify.metadata import GENERAL_SCHEMA, GENERATOR_SCHEMA, expected_schema
+from ci.verify.model import EXCLUDE_VERIFY_TORCHSCRIPT, MODEL_INFO_KEY
+from ci.verify.network import EXCLUDE_VERIFY_SHAPE
+from ci.verify.shapes import _eval_size, bind_size_variables
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "ci" / "verify_bundle.py"
 RELEASE = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/"
@@ -32,7 +39,9 @@ GENERAL_SCHEMA_URL = RELEASE + "meta_schema_20240725.json"
 
 
 vb = load_ci_script("verify_bundle")
-needs_schemas = pytest.mark.skipif(not vb.SCHEMA_DIR.is_dir(), reason=f"{vb.SCHEMA_DIR} (official schemas) is absent")
+needs_schemas = pytest.mark.skipif(
+    not verify_metadata.SCHEMA_DIR.is_dir(), reason=f"{verify_metadata.SCHEMA_DIR} (official schemas) is absent"
+)
 #: third-party pins: every install_requires package of setup.cfg, in its range, monai/torch/numpy as the *_version
 PINS = {
     "monai": "1.6.1",
@@ -232,7 +241,7 @@ def lines_with(lines: list[str], prefix: str) -> list[str]:
 @pytest.fixture
 def bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     # declared as the zoo declares its GAN bundle: a latent input is no ``image`` for MONAI's verify_net_in_out
-    monkeypatch.setitem(vb.EXCLUDE_VERIFY_SHAPE, FIXTURE_NAME, "fixture generator: its input is a latent")
+    monkeypatch.setitem(EXCLUDE_VERIFY_SHAPE, FIXTURE_NAME, "fixture generator: its input is a latent")
     return make_bundle(tmp_path / FIXTURE_NAME)
 
 
@@ -278,7 +287,7 @@ def test_valid_bundle_passes(bundle: Path, capsys: pytest.CaptureFixture[str]) -
     assert "network(latent(2, 8)) -> pred(2, 4)" in "\n".join(lines)
     assert "PASS ckpt_export: network_def of inference.json + models/model.pt -> TorchScript, reloads" in lines
     assert lines_with(lines, f"SKIP verify_net_in_out: {FIXTURE_NAME} is in EXCLUDE_VERIFY_SHAPE: fixture generator")
-    if vb.SCHEMA_DIR.is_dir():
+    if verify_metadata.SCHEMA_DIR.is_dir():
         assert lines_with(lines, "PASS metadata_schema: valid against meta_schema_generator_20220718.json"), lines
         assert lines[-1].endswith("0 fail, 1 warn, 1 skip")
 
@@ -311,7 +320,7 @@ def test_cli_exit_status(tmp_path: Path) -> None:
     ok = subprocess.run([sys.executable, str(SCRIPT), str(bundle)], cwd=REPO_ROOT, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     lines = ok.stdout.splitlines()
-    if vb.SCHEMA_DIR.is_dir():
+    if verify_metadata.SCHEMA_DIR.is_dir():
         assert all(line.split(" ", 1)[0] in ("PASS", "WARN") for line in lines[:-1]), ok.stdout
         assert lines[-1] == f"{bundle}: 29 pass, 0 fail, 1 warn, 0 skip"
 
@@ -444,8 +453,8 @@ def test_official_schemas_accept_our_input_kinds() -> None:
     (brain_pix2pix) and an image input (the exported downstream models)."""
     import jsonschema
 
-    generator = json.loads((vb.SCHEMA_DIR / vb.GENERATOR_SCHEMA).read_text(encoding="utf-8"))
-    general = json.loads((vb.SCHEMA_DIR / vb.GENERAL_SCHEMA).read_text(encoding="utf-8"))
+    generator = json.loads((verify_metadata.SCHEMA_DIR / GENERATOR_SCHEMA).read_text(encoding="utf-8"))
+    general = json.loads((verify_metadata.SCHEMA_DIR / GENERAL_SCHEMA).read_text(encoding="utf-8"))
     meta = _metadata()
     meta["network_data_format"]["inputs"]["condition"] = _tensor("label", "classes", 1, [], "int64", [0, 2])
     jsonschema.validate(meta, generator)
@@ -453,13 +462,13 @@ def test_official_schemas_accept_our_input_kinds() -> None:
     jsonschema.validate(meta, general)
     meta["network_data_format"]["inputs"] = {"image": _tensor("image", "magnitude", 1, [64, 64])}
     jsonschema.validate(meta, general)
-    assert vb.expected_schema(meta) == vb.GENERAL_SCHEMA and vb.expected_schema(_metadata()) == vb.GENERATOR_SCHEMA
+    assert expected_schema(meta) == GENERAL_SCHEMA and expected_schema(_metadata()) == GENERATOR_SCHEMA
 
 
 def test_schema_folder_absent_skips(
     bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(vb, "SCHEMA_DIR", tmp_path / "no_shared" / "schema")
+    monkeypatch.setattr(verify_metadata, "SCHEMA_DIR", tmp_path / "no_shared" / "schema")
     code, lines = run_verifier(bundle, capsys)
     assert (
         lines_with(lines, "SKIP metadata_schema: ")
@@ -474,11 +483,11 @@ def test_schema_copy_that_is_not_the_official_file(
 ) -> None:
     """A local schema that differs from the published bytes (a loosened copy) is refused, not trusted."""
     copy = tmp_path / "schema"
-    shutil.copytree(vb.SCHEMA_DIR, copy)
-    loosened = json.loads((copy / vb.GENERATOR_SCHEMA).read_text(encoding="utf-8"))
+    shutil.copytree(verify_metadata.SCHEMA_DIR, copy)
+    loosened = json.loads((copy / GENERATOR_SCHEMA).read_text(encoding="utf-8"))
     loosened["required"] = []
-    (copy / vb.GENERATOR_SCHEMA).write_text(json.dumps(loosened), encoding="utf-8")
-    monkeypatch.setattr(vb, "SCHEMA_DIR", copy)
+    (copy / GENERATOR_SCHEMA).write_text(json.dumps(loosened), encoding="utf-8")
+    monkeypatch.setattr(verify_metadata, "SCHEMA_DIR", copy)
     code, lines = run_verifier(bundle, capsys)
     assert code == 1
     assert (
@@ -831,11 +840,11 @@ def test_network_returning_a_tuple(bundle: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_size_variables_are_shared() -> None:
-    assert vb.bind_size_variables([["2**n", "2**n*m"], []]) == {"m": 4, "n": 4}
-    assert vb.bind_size_variables([["2**n"]]) == {"n": 4}
-    assert vb.bind_size_variables([[64, "*"]]) == {}
+    assert bind_size_variables([["2**n", "2**n*m"], []]) == {"m": 4, "n": 4}
+    assert bind_size_variables([["2**n"]]) == {"n": 4}
+    assert bind_size_variables([[64, "*"]]) == {}
     with pytest.raises(ValueError):
-        vb._eval_size("__import__('os').getcwd()", {})
+        _eval_size("__import__('os').getcwd()", {})
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -866,7 +875,7 @@ def test_ckpt_export_of_a_synthaug_model_file(bundle: Path, capsys: pytest.Captu
     """A synthaug model file holds one state dict per generator plus the model information: each is exported
     (``ckpt_export --key_in_ckpt <name>``)."""
     nets = {name: torch.nn.Linear(8, 4).state_dict() for name in ("cyst", "metastasis")}
-    torch.save({**nets, vb.MODEL_INFO_KEY: {"class_names": ["cyst", "metastasis"]}}, bundle / "models" / "model.pt")
+    torch.save({**nets, MODEL_INFO_KEY: {"class_names": ["cyst", "metastasis"]}}, bundle / "models" / "model.pt")
     code, lines = run_verifier(bundle, capsys)
     assert (
         "PASS ckpt_export: network_def of inference.json + models/model.pt [cyst, metastasis] -> TorchScript, reloads"
@@ -876,16 +885,16 @@ def test_ckpt_export_of_a_synthaug_model_file(bundle: Path, capsys: pytest.Captu
 
 
 def test_model_information_key_is_the_model_files() -> None:
-    from common.engines.model_file import MODEL_INFO_KEY
+    from common.engines.model_file import MODEL_INFO_KEY as MODEL_FILE_INFO_KEY
 
-    assert vb.MODEL_INFO_KEY == MODEL_INFO_KEY
+    assert MODEL_INFO_KEY == MODEL_FILE_INFO_KEY
 
 
 def test_torchscript_exclusion_skips(
     bundle: Path, fixture_nets: None, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     use_network(bundle, {"_target_": "synthaug_fixture_nets.Unscriptable", "in_features": 8, "out_features": 4})
-    monkeypatch.setitem(vb.EXCLUDE_VERIFY_TORCHSCRIPT, FIXTURE_NAME, "uses a comprehension with if")
+    monkeypatch.setitem(EXCLUDE_VERIFY_TORCHSCRIPT, FIXTURE_NAME, "uses a comprehension with if")
     code, lines = run_verifier(bundle, capsys)
     assert f"SKIP ckpt_export: {FIXTURE_NAME} is in EXCLUDE_VERIFY_TORCHSCRIPT: uses a comprehension with if" in lines
     assert code == 0, lines
@@ -895,7 +904,7 @@ def test_latent_input_not_excluded_from_verify_net_in_out(
     bundle: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A generator that is not declared in EXCLUDE_VERIFY_SHAPE fails: MONAI's check would feed it an image."""
-    monkeypatch.delitem(vb.EXCLUDE_VERIFY_SHAPE, FIXTURE_NAME)
+    monkeypatch.delitem(EXCLUDE_VERIFY_SHAPE, FIXTURE_NAME)
     code, lines = run_verifier(bundle, capsys)
     assert code == 1
     assert lines_with(lines, "FAIL verify_net_in_out: network_data_format.inputs has no 'image'"), lines
@@ -906,7 +915,7 @@ def test_generator_bundles_are_declared_for_verify_net_in_out() -> None:
     for name in BUNDLES:
         meta = json.loads((REPO_ROOT / "bundles" / name / "configs" / "metadata.json").read_text())
         if "image" not in meta["network_data_format"]["inputs"]:
-            assert vb.EXCLUDE_VERIFY_SHAPE.get(name, "").strip(), name
+            assert EXCLUDE_VERIFY_SHAPE.get(name, "").strip(), name
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -926,7 +935,7 @@ def test_listed_large_file_passes(bundle: Path, capsys: pytest.CaptureFixture[st
     weights = bundle / "models" / "model_fp64.pt"
     with open(weights, "wb") as f:
         f.truncate(26 * 1000 * 1000)
-    digest = vb._sha256(weights)
+    digest = sha256(weights)
     (bundle / "models" / "large_files.yml").write_text(
         f'large_files:\n  - path: "models/model_fp64.pt"\n    url: "https://example.org/model_fp64.pt"\n'
         f'    hash_val: "{digest}"\n    hash_type: "sha256"\n',
@@ -952,7 +961,7 @@ def test_bad_large_files_entry(
 ) -> None:
     weights = bundle / "models" / "model_fp64.pt"
     weights.write_bytes(b"weights")
-    values = {"h": vb._sha256(weights), "z": "0" * 64}
+    values = {"h": sha256(weights), "z": "0" * 64}
     fields = "".join(f'    {k}: "{v.format(**values)}"\n' for k, v in entry.items())
     text = 'large_files:\n  - path: "models/model_fp64.pt"\n' + fields
     (bundle / "models" / "large_files.yml").write_text(text, encoding="utf-8")
@@ -1030,7 +1039,7 @@ def test_changed_bundle_needs_a_version_bump(tmp_path: Path, capsys: pytest.Capt
     _git(repo, "init", "-q")
     _git(repo, "-c", "user.email=ci@x", "-c", "user.name=ci", "add", ".")
     _git(repo, "-c", "user.email=ci@x", "-c", "user.name=ci", "commit", "-q", "-m", "release 0.2.0")
-    monkeypatch.setattr(vb, "REPO_ROOT", repo)
+    monkeypatch.setattr(verify_metadata, "REPO_ROOT", repo)
     code, lines = run_verifier(b, capsys, "--base", "HEAD")
     assert lines_with(lines, "PASS version_bump: unchanged")
     (b / "docs" / "README.md").write_text("# Fixture bundle, better documented\n", encoding="utf-8")
