@@ -28,6 +28,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ __all__ = [
     "LAYOUT_NEEDS",
     "choose_external_test",
     "external_test_set",
+    "limit_per_class",
     "load_classification_dataset",
     "read_data_set",
     "split_archive",
@@ -226,6 +228,8 @@ def load_classification_dataset(
     image_shape: Sequence[int] | None = None,
     channels: str | None = None,
     test_dir: str | os.PathLike | None = None,
+    max_per_class: int | None = None,
+    subsample_seed: int = 0,
 ) -> dict[str, Any]:
     """Find and read a labelled classification data set; see the module docstring for the layouts.
 
@@ -249,6 +253,9 @@ def load_classification_dataset(
         test_dir: an external test set in any layout above (read here with the same settings, its classes those
             of ``dataset_dir``; a class may be absent from it). Without it, a test split that ``dataset_dir``
             ships (a MedMNIST ``.npz``'s ``test`` split) is the external test set, and the log says so.
+        max_per_class: keep at most this many images of each class, whole patients drawn by ``subsample_seed``
+            (:func:`limit_per_class`): the bundles' ``quick.json`` proves the pipeline on a real set in minutes.
+            The external test set is not limited.
 
     Returns:
         ``{"items": [{image_key: absolute path, "label": int, "patient": str, ...}], "class_names": [...],
@@ -280,7 +287,47 @@ def load_classification_dataset(
                              **settings)  # fmt: skip
 
     dataset["external_test"] = choose_external_test(dataset, test_dir, read_external, image_key)
-    return dataset
+    return limit_per_class(dataset, max_per_class, subsample_seed)
+
+
+def limit_per_class(dataset: dict[str, Any], max_per_class: int | None, seed: int = 0) -> dict[str, Any]:
+    """``dataset`` with at most ``max_per_class`` images of each class (``None``: unchanged).
+
+    Whole patients are kept or dropped (the folds split by patient, so a patient is never cut in two): patients in an
+    order drawn from ``seed``, each kept when every class of its images still has room. The result carries
+    ``subsample`` (the cap, images kept and of how many, per class) and the log says what was kept: a run on the
+    subset is a check of the pipeline on this data, not a result about it.
+    """
+    if max_per_class is None:
+        return dataset
+    if isinstance(max_per_class, bool) or not isinstance(max_per_class, int) or max_per_class < 1:
+        raise ValueError(f"max_per_class must be a positive integer or null, got {max_per_class!r}")
+    items, names = dataset["items"], dataset["class_names"]
+    by_patient: dict[str, list[int]] = {}
+    for i, item in enumerate(items):  # an item without a patient id is its own patient
+        by_patient.setdefault(str(item.get("patient", f"#{i}")), []).append(i)
+    order = sorted(by_patient)
+    random.Random(seed).shuffle(order)
+    room = {label: max_per_class for label in range(len(names))}
+    kept_patients = set()
+    for patient in order:
+        need: dict[int, int] = {}
+        for i in by_patient[patient]:
+            need[int(items[i]["label"])] = need.get(int(items[i]["label"]), 0) + 1
+        if all(room[label] >= n for label, n in need.items()):
+            kept_patients.add(patient)
+            for label, n in need.items():
+                room[label] -= n
+    # in the reader's order, as without the cap
+    kept = [items[i] for i in sorted(i for p in kept_patients for i in by_patient[p])]
+    counts = {name: sum(1 for it in kept if int(it["label"]) == k) for k, name in enumerate(names)}
+    if len(kept) < len(items):
+        logger.warning(
+            f"max_per_class={max_per_class}: using {len(kept)} of {len(items)} images (per class {counts}), whole "
+            "patients drawn by the seed; a check of the pipeline on this data, not a result about it"
+        )
+    subsample = {"max_per_class": max_per_class, "kept": len(kept), "of": len(items), "per_class": counts}
+    return dict(dataset, items=kept, subsample=subsample)
 
 
 def choose_external_test(

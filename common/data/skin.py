@@ -32,7 +32,7 @@ from monai.config import KeysCollection
 from monai.transforms import Compose, EnsureTyped, Resized, ScaleIntensityRanged
 
 from common.data.io import MIN_SIDE, image_loader
-from common.data.labelled_images import choose_external_test, read_data_set, validate_images
+from common.data.labelled_images import choose_external_test, limit_per_class, read_data_set, validate_images
 from common.data.transforms import CheckImaged
 from common.errors import DataError
 
@@ -142,6 +142,8 @@ def load_skin_dataset(
     min_per_class: int = 1,
     validate: bool = True,
     test_dir: str | os.PathLike | None = None,
+    max_per_class: int | None = None,
+    subsample_seed: int = 0,
 ) -> dict[str, Any]:
     """Find, read and check a dermoscopy data set (see the module docstring for the layouts).
 
@@ -152,7 +154,8 @@ def load_skin_dataset(
 
     Returns the dict of ``load_classification_dataset`` (``items``, ``class_names``, ``source``, ``datalist``,
     ``external_test``) plus ``dataset_dir`` and ``counts`` (images per class). The tasks (melanoma vs rest,
-    multi-class) are made from it by the protocol (``common.protocol.tasks``), on the same folds.
+    multi-class) are made from it by the protocol (``common.protocol.tasks``), on the same folds. ``max_per_class``:
+    at most this many images of each class, before the images are read (``labelled_images.limit_per_class``).
     """
     path = Path(os.path.abspath(os.path.expanduser(str(dataset_dir))))
     dataset = _read_skin(path, phantom=phantom, phantom_dir=phantom_dir, class_names=class_names, external=False)
@@ -162,6 +165,7 @@ def load_skin_dataset(
             f"dataset_dir '{path}': class(es) {absent} (keys 'gan_classes' / 'tasks') are not among its classes "
             f"{dataset['class_names']}"
         )
+    dataset = limit_per_class(dataset, max_per_class, subsample_seed)
     if validate:
         validate_images(dataset["items"], channels="rgb", spatial_dims=2)
     counts = {name: 0 for name in dataset["class_names"]}
