@@ -102,8 +102,9 @@ def main() -> None:
         old = json.loads(path.read_text()) if path.is_file() else {"runs": []}
         keep = [r for r in old["runs"] if (r["bundle"], r["data"]) not in {(n["bundle"], n["data"]) for n in results}]
         doc = {
-            "what": "wall time of train.json + evaluate.json + quick.json (+ the real set's config), one case at a time",
-            "limit_s": LIMIT_S, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "python": platform.python_version(),
+            "what": "wall time of train.json + evaluate.json + quick.json (+ the real set's config), one at a time",
+            "limit_s": LIMIT_S, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+            "python": platform.python_version(),
             "runs": sorted(keep + results, key=lambda r: (r["bundle"], r["data"])),
         }  # fmt: skip
         path.write_text(json.dumps(doc, indent=1) + "\n")
