@@ -4,7 +4,7 @@
 from common.engines import model_file, recipes
 from common.engines.classifier_training import ClassifierRecipe, evaluate_classifier, fit_classifier, predict_probs
 from common.engines.gan_engine import GANTrainer, make_ema, prepare_gan_batch
-from common.engines.gan_training import GANRecipe, fit_gan, fit_gans, load_generators
+from common.engines.gan_training import GANRecipe, fit_gan, fit_gans, gan_trainer, load_generators
 from common.engines.generation import GeneratorEvaluator, LatentDataset, SyntheticSetWriter, generate_synthetic_set
 from common.engines.handlers import LossHistory, NaNGuard, SampleGridSaver, attach_resume, latest_checkpoint
 from common.engines.multistage import LAPGANRecipe, PyramidLevel
@@ -26,6 +26,7 @@ __all__ = [
     "fit_classifier",
     "fit_gan",
     "fit_gans",
+    "gan_trainer",
     "generate_synthetic_set",
     "latest_checkpoint",
     "load_generators",

@@ -1,7 +1,8 @@
 """Train a GAN from a datalist with every handler a real run needs; the one path for bundles and protocols.
 
 ``GANRecipe`` describes *how to build* a GAN (callables, so that every fold or class gets fresh networks and
-optimisers); ``fit_gan`` builds and trains one; ``fit_gans`` trains one per class (Frid-Adar's DCGAN-per-class)
+optimisers); ``gan_trainer`` builds the Ignite engine that trains one (a bundle's ``train#trainer``), ``fit_gan``
+builds and runs it; ``fit_gans`` trains one per class (Frid-Adar's DCGAN-per-class)
 or one conditional GAN over all classes (ACGAN); ``load_generators`` reads their final weights back
 (``common.engines.generation`` turns them into synthetic data sets).
 """
@@ -105,7 +106,7 @@ def _loader(items, transforms, batch_size, num_workers, seed, keys=("image", "la
     )
 
 
-def fit_gan(
+def gan_trainer(
     recipe: GANRecipe,
     items: Sequence[dict],
     transforms: Compose,
@@ -123,18 +124,26 @@ def fit_gan(
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
     tensorboard: bool = True,
     progress: bool = True,
-    extra_handlers: Sequence | None = None,
+    train_handlers: Sequence | None = None,
     prepare_batch: Callable | None = None,
     sample_saver: Any | None = None,
     dataset_keys: Sequence[str] | None = ("image", "label"),
     total_steps: int | None = None,
     log_interval: int = 10,
-) -> dict:
-    """Train one GAN on ``items`` and write into ``output_dir``:
+) -> GANTrainer:
+    """The Ignite engine (a ``GANTrainer``) that trains one GAN on ``items``, every handler attached: ``.run()`` it
+    (``fit_gan`` does, and so does a bundle's ``training``: ``train#trainer`` is this engine). It writes into
+    ``output_dir``:
 
     ``checkpoints/checkpoint_epoch=N.pt`` (G, D, both optimisers, EMA, trainer state, RNG states: the resume point),
     ``samples_epoch_NNNN.png``, ``train_log.csv``, ``tensorboard/``, and at the end ``generator.pt`` (the
-    sampling generator's state dict, the EMA one when enabled) and ``training_done.json``.
+    sampling generator's state dict, the EMA one when enabled) and ``training_done.json``: ``GANRunOutputs``, the
+    last ``Events.COMPLETED`` handler, writes those and leaves ``fit_gan``'s result dict in ``engine.state.result``.
+
+    ``train_handlers``: more handlers (e.g. a bundle's ``train#handlers``: MLflow, a clock), attached on rank 0
+    after the loggers and before the checkpoint saver (so that they see the epoch's averaged metrics and the
+    checkpoint stays the last thing an epoch does). ``max_epochs`` is fixed here (with ``total_steps`` it is
+    computed, and the privacy engine plans its noise for it): set it when building the engine, not on its state.
 
     ``augment``: a batch augmentation (e.g. ``common.data.augment.ClassicAugmentation``) applied to every real
     batch on the device; ``repeats``: each image appears this many times per epoch, so with ``augment`` it is seen
@@ -162,9 +171,9 @@ def fit_gan(
     SpineGAN clinical loss trains its classifier there); the privacy engine replaces D, its optimiser and the
     loader, wraps G's step (``generator_step_context``) and writes ``privacy.json`` (epsilon, delta) at the end.
 
-    Returns ``{"generator": nn.Module (eval mode), "discriminator": the trained D (Opacus-wrapped under DP),
-    "generator_file": str, "history": [...], "output_dir": str}``
-    (plus ``"privacy"``: the privacy summary, when ``recipe.privacy`` is set).
+    ``engine.state.result`` after the run: ``{"generator": nn.Module (eval mode), "discriminator": the trained D
+    (Opacus-wrapped under DP), "generator_file": str, "history": [...], "output_dir": str}`` (plus ``"privacy"``: the
+    privacy summary, when ``recipe.privacy`` is set).
     """
     unique_items = list(items)
     if getattr(getattr(recipe, "privacy", None), "formal_guarantee", False) and int(repeats) != 1:
@@ -270,7 +279,13 @@ def fit_gan(
         if obj is not None and callable(getattr(obj, "state_dict", None)) and hasattr(obj, "load_state_dict"):
             state[name] = obj
 
-    # order matters: resume first (on STARTED), epoch averages before the loggers read them, checkpoints last
+    run_outputs = GANRunOutputs(
+        str(out), items=items, unique_items=unique_items, batch_size=min(batch_size, len(items)), privacy=privacy,
+        rank0=rank0,
+    )  # fmt: skip
+    # order matters: the run's clock and the resume first (on STARTED), epoch averages before the loggers read them,
+    # checkpoints last, the run's outputs after them (run_outputs.attach below)
+    trainer.add_event_handler(Events.STARTED, run_outputs.start)
     if resume:  # checkpoints written before exact resume have no RNG state: they resume, not bit-identically
         attach_resume(trainer, str(ckpt_dir), state, optional=("rng", "ada"))
     if ada_handler is not None:  # before LossHistory, which logs ada_p
@@ -301,7 +316,7 @@ def fit_gan(
                 output_transform=lambda o: {k[0]: o[k] for k in ("g_loss", "d_loss") if k in o},
                 event_name=Events.ITERATION_COMPLETED(every=max(1, int(log_interval))),
             )
-        for handler in extra_handlers or ():
+        for handler in train_handlers or ():
             handler.attach(trainer)
         # the checkpoint is the last thing an epoch does: the random streams it saves are those the next epoch
         # starts from, even when a handler above draws from them (e.g. a sample grid of a generator with noise)
@@ -309,43 +324,97 @@ def fit_gan(
         saver.attach(trainer)
         FinalCheckpoint(str(ckpt_dir), state).attach(trainer)
 
-    started = time.perf_counter()
-    trainer.run()
-    seconds = time.perf_counter() - started
-    if distributed.is_distributed():
-        logger.info(
-            f"rank {distributed.rank()} of {distributed.world_size()}: {trainer.state.iteration} iterations, "
-            f"{'writes the outputs' if rank0 else 'writes nothing'}"
-        )
+    # last of all on COMPLETED (after the final checkpoint and sample grid): generator.pt, training_done.json,
+    # privacy.json and the result dict, as fit_gan wrote them after trainer.run()
+    run_outputs.attach(trainer)
+    return trainer
 
-    sampler = trainer.sampling_generator().eval()
-    gen_file = out / GENERATOR_FILE
-    if not rank0:
-        return {
-            "generator": sampler, "discriminator": trainer.discriminator, "generator_file": str(gen_file),
-            "history": [], "output_dir": str(out),
+
+class GANRunOutputs:
+    """What a GAN run leaves when it completes: ``generator.pt`` (the sampling generator, EMA when enabled),
+    ``training_done.json`` (epochs, iterations, images, batch size, seconds, the patients the GAN saw),
+    ``privacy.json`` under DP (rank 0 only), and ``engine.state.result``, the dict ``fit_gan`` returns.
+
+    ``gan_trainer`` adds ``start`` as the first ``STARTED`` handler (the clock, before the resume) and ``attach``-es
+    it last, so that on ``COMPLETED`` it runs after every other handler (the final checkpoint and sample grid) and
+    writes what ``fit_gan`` wrote after ``trainer.run()``. It writes nothing when the run fails.
+    """
+
+    def __init__(
+        self,
+        output_dir: str,
+        *,
+        items: Sequence[dict],
+        unique_items: Sequence[dict],
+        batch_size: int,
+        privacy: Any = None,
+        rank0: bool = True,
+    ) -> None:
+        self.out = Path(output_dir)
+        self.items, self.unique_items, self.batch_size = items, unique_items, batch_size
+        self.privacy, self.rank0 = privacy, rank0
+        self._started: float | None = None
+
+    def attach(self, engine: GANTrainer) -> None:
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def start(self, engine: GANTrainer) -> None:
+        self._started = time.perf_counter()
+
+    def __call__(self, trainer: GANTrainer) -> None:
+        seconds = time.perf_counter() - (self._started or time.perf_counter())
+        if distributed.is_distributed():
+            logger.info(
+                f"rank {distributed.rank()} of {distributed.world_size()}: {trainer.state.iteration} iterations, "
+                f"{'writes the outputs' if self.rank0 else 'writes nothing'}"
+            )
+        out, items = self.out, self.items
+        sampler = trainer.sampling_generator().eval()
+        gen_file = out / GENERATOR_FILE
+        if not self.rank0:
+            trainer.state.result = {
+                "generator": sampler, "discriminator": trainer.discriminator, "generator_file": str(gen_file),
+                "history": [], "output_dir": str(out),
+            }  # fmt: skip
+            return
+        tmp = gen_file.with_name(f".{gen_file.name}.tmp-{os.getpid()}")
+        torch.save(sampler.state_dict(), tmp)
+        os.replace(tmp, gen_file)
+        history = getattr(trainer.state, "history", [])
+        # iterations: the whole run's (a resumed trainer restores its count); seconds: this process's share
+        done = {
+            "epochs": trainer.state.epoch, "n_images": len(items), "iterations": trainer.state.iteration,
+            "batch_size": self.batch_size, "seconds": round(seconds, 1),
+            # who the GAN saw: the protocols' leakage tests compare this with each fold's test patients
+            "patients": sorted({str(it["patient"]) for it in items if "patient" in it}),
         }  # fmt: skip
-    tmp = gen_file.with_name(f".{gen_file.name}.tmp-{os.getpid()}")
-    torch.save(sampler.state_dict(), tmp)
-    os.replace(tmp, gen_file)
-    history = getattr(trainer.state, "history", [])
-    # iterations: the whole run's (a resumed trainer restores its count); seconds: this process's share
-    done = {
-        "epochs": trainer.state.epoch, "n_images": len(items), "iterations": trainer.state.iteration,
-        "batch_size": min(batch_size, len(items)), "seconds": round(seconds, 1),
-        # who the GAN saw: the protocols' leakage tests compare this with each fold's test patients
-        "patients": sorted({str(it["patient"]) for it in items if "patient" in it}),
-    }  # fmt: skip
-    result = {
-        "generator": sampler, "discriminator": trainer.discriminator, "generator_file": str(gen_file),
-        "history": history, "output_dir": str(out),
-    }  # fmt: skip
-    if privacy is not None:
-        # the items let the summary state the privacy unit (the patient with the most images: group privacy)
-        result["privacy"] = done["privacy"] = privacy.summary(items=unique_items)
-        (out / "privacy.json").write_text(json.dumps(done["privacy"], indent=1))
-    (out / DONE_FILE).write_text(json.dumps(done, indent=1))
-    return result
+        result = {
+            "generator": sampler, "discriminator": trainer.discriminator, "generator_file": str(gen_file),
+            "history": history, "output_dir": str(out),
+        }  # fmt: skip
+        if self.privacy is not None:
+            # the items let the summary state the privacy unit (the patient with the most images: group privacy)
+            result["privacy"] = done["privacy"] = self.privacy.summary(items=self.unique_items)
+            (out / "privacy.json").write_text(json.dumps(done["privacy"], indent=1))
+        (out / DONE_FILE).write_text(json.dumps(done, indent=1))
+        trainer.state.result = result
+
+
+def fit_gan(
+    recipe: GANRecipe,
+    items: Sequence[dict],
+    transforms: Compose,
+    output_dir: str,
+    *,
+    extra_handlers: Sequence | None = None,
+    **kwargs,
+) -> dict:
+    """Train one GAN: build its engine (``gan_trainer``, which documents every argument and output), run it, return
+    ``engine.state.result`` (``{"generator", "discriminator", "generator_file", "history", "output_dir"}``, plus
+    ``"privacy"`` under DP). ``extra_handlers``: ``gan_trainer``'s ``train_handlers``."""
+    trainer = gan_trainer(recipe, items, transforms, output_dir, train_handlers=extra_handlers, **kwargs)
+    trainer.run()
+    return trainer.state.result
 
 
 def fit_gans(

@@ -1,9 +1,10 @@
 """Paired image-to-image GANs (pix2pix) on prepared brain cases: training, sample grids, synthetic cases.
 
-``fit_pix2pix`` trains through the shared ``fit_gan`` (the same checkpoints, resume, NaN guard, logs), on axial
-slices (``spatial_dims=2``) or whole prepared volumes (``spatial_dims=3``). ``synthesise_cases`` edits label maps
-of training cases (``common.data.brain_transforms``) and lets the generator draw their images; the result is a
-case set in the prepared format, so the segmentation protocol reads synthetic cases exactly like real ones.
+``pix2pix_trainer`` builds the shared ``gan_trainer`` engine (the same checkpoints, resume, NaN guard, logs; a
+bundle's ``train#trainer``) and ``fit_pix2pix`` runs it, on axial slices (``spatial_dims=2``) or whole prepared
+volumes (``spatial_dims=3``). ``synthesise_cases`` edits label maps of training cases
+(``common.data.brain_transforms``) and lets the generator draw their images; the result is a case set in the
+prepared format, so the segmentation protocol reads synthetic cases exactly like real ones.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from common.data.brain import BRAIN_PATH_KEYS, slice_items
 from common.data.brain_transforms import BrainConditiond, SelectSliced, brain_condition
 from common.data.datalist import write_datalist
 from common.data.io import read_image, write_image
-from common.engines.gan_training import GANRecipe, fit_gan
+from common.engines.gan_engine import GANTrainer
+from common.engines.gan_training import GANRecipe, gan_trainer
 from common.engines.memory_format import plain_tensor, to_channels_last
 from common.errors import DataError
 from common.viz import image_grid, save_png
@@ -36,6 +38,7 @@ __all__ = [
     "PairedSampleGridSaver",
     "fit_pix2pix",
     "paired_transforms",
+    "pix2pix_trainer",
     "prepare_paired_batch",
     "synthesise_cases",
     "translate_volume",
@@ -117,7 +120,7 @@ def paired_grid(condition: torch.Tensor, fake: torch.Tensor, real: torch.Tensor)
     return image_grid(torch.cat(tiles), nrow=1 + fake.shape[1] + real.shape[1])
 
 
-def fit_pix2pix(
+def pix2pix_trainer(
     recipe: GANRecipe,
     cases: Sequence[dict],
     output_dir: str,
@@ -129,10 +132,14 @@ def fit_pix2pix(
     flip: bool = True,
     n_examples: int = 4,
     crop_size: Sequence[int] | None = None,
-    **fit_kwargs,
-) -> dict:
-    """Train a pix2pix ``recipe`` on prepared ``cases`` via ``fit_gan``: axial slices in 2-D, whole volumes (or random
-    ``crop_size`` crops) in 3-D. Sample grids show fixed tumour slices (3-D: the middle slice) of the first cases."""
+    sample_interval: int = 1,
+    **trainer_kwargs,
+) -> GANTrainer:
+    """The Ignite engine (``gan_trainer``'s ``GANTrainer``) that trains a pix2pix ``recipe`` on prepared ``cases``:
+    axial slices in 2-D, whole volumes (or random ``crop_size`` crops) in 3-D; a paired batch (``prepare_paired_batch``,
+    the same random left-right ``flip`` for image and label map); sample grids of fixed tumour slices (3-D: the
+    middle slice) of the first ``n_examples`` cases. ``trainer_kwargs``: ``gan_trainer``'s (device, seed, resume,
+    ``train_handlers``, ``total_steps``...). ``.run()`` it; ``fit_pix2pix`` does."""
     cases = list(cases)
     if not cases:
         raise DataError(f"no training cases for pix2pix (output_dir={output_dir})")
@@ -153,9 +160,9 @@ def fit_pix2pix(
             picks.append({k: case[k] for k in CASE_KEYS if case.get(k)})
     ex = [paired_transforms(spatial_dims, use_anatomy)(p) for p in picks]  # whole slices/volumes, not crops
     examples = {k: torch.stack([plain_tensor(e[k]).float() for e in ex]) for k in ("condition", "image")}
-    saver = PairedSampleGridSaver(output_dir, examples, interval=fit_kwargs.pop("sample_interval", 1))
+    saver = PairedSampleGridSaver(output_dir, examples, interval=sample_interval)
     keys = [*CASE_KEYS, "z"] if spatial_dims == 2 else list(CASE_KEYS)
-    return fit_gan(
+    return gan_trainer(
         recipe,
         items,
         transforms,
@@ -165,8 +172,18 @@ def fit_pix2pix(
         prepare_batch=partial(prepare_paired_batch, flip=flip),
         sample_saver=saver,
         dataset_keys=keys,
-        **fit_kwargs,
+        **trainer_kwargs,
     )
+
+
+def fit_pix2pix(
+    recipe: GANRecipe, cases: Sequence[dict], output_dir: str, *, extra_handlers: Sequence | None = None, **kwargs
+) -> dict:
+    """Train a pix2pix ``recipe`` on prepared ``cases``: build ``pix2pix_trainer`` (which documents the arguments),
+    run it, return ``fit_gan``'s result dict (``engine.state.result``)."""
+    trainer = pix2pix_trainer(recipe, cases, output_dir, train_handlers=extra_handlers, **kwargs)
+    trainer.run()
+    return trainer.state.result
 
 
 def load_generator(recipe: GANRecipe, gan_dir: str, device="cpu") -> nn.Module:

@@ -197,6 +197,7 @@ def test_lidc_signs_mapping_and_patient_folds(tmp_path, shared_data):
         dataset_dir=str(lidc),
         run_audit=False,
         tasks=["multiclass", "calcification_vs_rest"],
+        max_per_class="$None",  # the whole set: quick.json caps a real set per class
     )
     data = wf.parser.get_parsed_content("train#dataset")
     assert data["source"] == "lidc_vois"

@@ -170,7 +170,11 @@ def test_own_radiographs_with_a_csv_of_labels(tmp_path):
 @pytest.mark.realdata
 def test_pneumoniamnist_training_step(tmp_path, shared_data):
     data = shared_data("pneumoniamnist")
-    wf = _workflow(["train", "quick", "smoke", "pneumoniamnist"], tmp_path, dataset_dir=str(data), image_size=32)
+    # the whole set (quick.json caps a real set per class)
+    wf = _workflow(
+        ["train", "quick", "smoke", "pneumoniamnist"], tmp_path, dataset_dir=str(data), image_size=32,
+        max_per_class="$None",
+    )  # fmt: skip
     ds = wf.parser.get_parsed_content("train#dataset")
     assert ds["source"] == "pneumoniamnist" and len(ds["items"]) == 3882 + 524
     assert ds["class_names"] == ["normal", "pneumonia"]
@@ -207,7 +211,7 @@ def test_unlabelled_folder_becomes_a_one_class_csv(tmp_path):
 @pytest.mark.realdata
 def test_spine_xray_one_class_training_epoch_then_inference(tmp_path, shared_data):
     data = shared_data("spine_xray")
-    tiny = {"image_size": 16, "batch_size": 16, "spine_xray_dir": str(data)}
+    tiny = {"image_size": 16, "batch_size": 16, "spine_xray_dir": str(data), "max_per_class": "$None"}
     wf = _workflow(["train", "quick", "smoke", "spine_xray"], tmp_path, **tiny)
     ds = wf.parser.get_parsed_content("train#dataset")
     assert ds["class_names"] == ["spine"] and len(ds["items"]) == 262  # valid/labels (YOLO boxes) is not a class

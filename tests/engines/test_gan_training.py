@@ -171,3 +171,36 @@ def test_per_class_needs_unconditional_objective(tmp_path):
             max_epochs=1,
             batch_size=4,
         )
+
+
+def test_gan_trainer_is_the_engine_a_bundle_runs(tmp_path):
+    """``gan_trainer`` is the Ignite engine a bundle's ``train#trainer`` holds: ``max_epochs`` settable when it is
+    built, ``.run()`` writes what ``fit_gan`` writes, extra handlers see the epoch's metrics before the checkpoint."""
+    from ignite.engine import Engine, Events
+
+    from common.engines import GANTrainer, gan_trainer
+
+    seen = []
+
+    class Probe:  # an extra handler (e.g. MLflow) reads the epoch's averages and runs before the checkpoint
+        def attach(self, engine):
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+        def __call__(self, engine):
+            ckpt = tmp_path / "checkpoints" / f"checkpoint_epoch={engine.state.epoch}.pt"
+            seen.append((engine.state.epoch, "g_loss" in engine.state.metrics, ckpt.exists()))
+
+    trainer = gan_trainer(
+        _recipe(), _items(), Compose([]), str(tmp_path), max_epochs=2, batch_size=4, tensorboard=False,
+        progress=False, train_handlers=[Probe()],
+    )  # fmt: skip
+    assert isinstance(trainer, GANTrainer) and isinstance(trainer, Engine) and trainer.state.max_epochs == 2
+    assert not (tmp_path / "generator.pt").exists(), "building the engine trains nothing"
+    trainer.run()
+    assert seen == [(1, True, False), (2, True, False)]
+    result = trainer.state.result
+    assert set(result) == {"generator", "discriminator", "generator_file", "history", "output_dir"}
+    assert result["generator_file"] == str(tmp_path / "generator.pt") and (tmp_path / "generator.pt").is_file()
+    done = json.loads((tmp_path / "training_done.json").read_text())
+    assert done["epochs"] == 2 and done["iterations"] == 6 and len(result["history"]) == 2
+    assert latest_checkpoint(str(tmp_path / "checkpoints")).endswith("epoch=2.pt")
