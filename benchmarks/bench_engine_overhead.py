@@ -53,7 +53,10 @@ CASES = (
 )  # fmt: skip
 #: ``reuse`` is the engine with ``BCEObjective(reuse_fakes=True)`` (one G forward per step, as the example does);
 #: ``plainreuse`` the plain loop doing the same, so engine/plain and reuse/plainreuse each compare equal work
-ENGINE_LOOPS = ("engine", "reuse")
+ENGINE_LOOPS = ("engine", "reuse", "compiled")
+#: ``compiled``: the engine with G and D under ``torch.compile`` (inductor, CPU); its warm-up (at least 3 steps: D's
+#: step, G's step through a frozen D and the no-grad fakes each compile once) is not timed
+COMPILE_WARMUP = 3
 REFERENCE_LOOPS = ("ref", "refcl")
 LATENT = 100
 
@@ -204,6 +207,11 @@ def run_case(case: str, args: argparse.Namespace) -> dict:
         step = _reference_step(gen, disc, g_opt, d_opt, bf16)
     else:
         gen, disc, g_opt, d_opt = _networks(args.size, args.kernel)
+    if loop == "compiled":
+        gen.compile()
+        disc.compile()
+        args.warmup = max(args.warmup, COMPILE_WARMUP)
+        batches = _batches(args.warmup + args.steps, args.batch)
     if loop in ("plain", "plainreuse"):
         step = _plain(gen, disc, g_opt, d_opt, bf16, reuse=loop == "plainreuse")
     if loop not in ENGINE_LOOPS:
@@ -297,9 +305,11 @@ def main() -> None:
         finite = all(math.isfinite(r["g_loss"]) and math.isfinite(r["d_loss"]) for r in rs)
         print(f"{case:<12} {median[case]:9.1f} images/s  (runs: {each})  peak {peak:7.1f} MB  losses finite: {finite}")
     for precision in ("fp32", "bf16"):
-        pairs = [("engine", b) for b in ("plain", *REFERENCE_LOOPS)] + [
-            ("reuse", b) for b in ("plainreuse", *REFERENCE_LOOPS)
-        ]
+        pairs = (
+            [("engine", b) for b in ("plain", *REFERENCE_LOOPS)]
+            + [("compiled", "engine")]
+            + [("reuse", b) for b in ("plainreuse", *REFERENCE_LOOPS)]
+        )
         for ours, base in pairs:
             if f"{base}_{precision}" in median and f"{ours}_{precision}" in median:
                 ratio = median[f"{ours}_{precision}"] / median[f"{base}_{precision}"]
