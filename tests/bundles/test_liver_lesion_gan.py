@@ -260,5 +260,5 @@ def test_protocol_on_lidc_vois(tmp_path, shared_data):
     )
     report = wf.run()[1]  # [set_determinism, protocol.run() -> report, export]
     assert report["dataset"] == "lidc_vois" and report["class_names"] == ["calcified", "subsolid", "solid"]
-    # quick.json on a real set: at most 80 VOIs per class, whole patients (815 in the set)
-    assert 150 < report["n_images"] <= 3 * 80
+    # quick.json on a real set: at most 60 VOIs per class, whole patients (815 in the set)
+    assert 100 < report["n_images"] <= 3 * 60
