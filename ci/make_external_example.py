@@ -6,7 +6,8 @@ The parts are made without copying images (symbolic links), in the layout each r
 
 - ``lidc``: LIDC-IDRI VOIs (``image/``, ``nodule_mask/``, ``metadata.csv``) split by patient id: the patients whose
   ids sort in the last ``--fraction`` are the external set (a range of ids, as a later collection would be).
-- ``isic``: an ISIC ``Train/<class>/`` folder split per class by a seeded draw (ISIC images carry no patient id).
+- ``isic``: an ISIC ``Train/<class>/`` folder split by a seeded draw of image ids (no patient id; an image filed
+  under two classes keeps both copies on one side).
 - ``brats``: BraTS case folders (from ``train/`` and ``validation/``) split by case id, the last ones external.
 - ``medmnist``: a MedMNIST ``.npz``: its ``train`` split is the data, its ``val`` split becomes the ``test`` split
   (which the reader takes as the external set by default); written as a new ``.npz``.
@@ -54,15 +55,19 @@ def split_lidc(src: Path, out: Path, fraction: float) -> dict:
 
 def split_isic(src: Path, out: Path, fraction: float, seed: int) -> dict:
     train = src / "Train" if (src / "Train").is_dir() else src
-    rng = random.Random(seed)
-    for class_dir in sorted(p for p in train.iterdir() if p.is_dir()):
-        images = sorted(p for p in class_dir.iterdir() if p.is_file())
-        rng.shuffle(images)
-        n_external = max(1, round(len(images) * fraction))
-        for i, image in enumerate(images):
-            part = "external" if i < n_external else "data"
-            _link(image, out / part / class_dir.name / image.name)
-    return {"rule": f"per class, a seeded draw (seed {seed}) of {fraction:.0%} of the images is external"}
+    files = [f for d in sorted(p for p in train.iterdir() if p.is_dir()) for f in sorted(d.iterdir()) if f.is_file()]
+    # by image id, not by file: a set may file one image under two classes (isic9 does, 137 times), and both
+    # copies must fall on the same side
+    ids = sorted({f.stem for f in files})
+    random.Random(seed).shuffle(ids)
+    external = set(ids[: max(1, round(len(ids) * fraction))])
+    for f in files:
+        _link(f, out / ("external" if f.stem in external else "data") / f.parent.name / f.name)
+    shared = len(files) - len({f.stem for f in files})
+    return {
+        "rule": f"a seeded draw (seed {seed}) of {fraction:.0%} of the image ids is external ({len(external)} ids; "
+        f"{shared} files repeat an id under another class and go with it)"
+    }
 
 
 def split_brats(src: Path, out: Path, n_external: int) -> dict:
