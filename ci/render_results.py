@@ -35,6 +35,7 @@ SUMMARIES = {
     "spine_stylegan2": (
         "auc",
         [
+            ("PneumoniaMNIST train split, efficient recipe (32 px)", "pneumoniamnist_efficient_report"),
             ("PneumoniaMNIST, cpu.json (16 px)", "cpu_pneumoniamnist_report"),
             ("phantom, cpu.json (64 px)", "cpu_phantom_report"),
         ],

@@ -131,6 +131,12 @@ def privacy_unit(items, epsilon: float | None, delta: float | None) -> dict:
         counts[patient] = counts.get(patient, 0) + 1
     k = max(counts.values(), default=1)
     per_patient = {"patient_ids": True, "max_images_per_patient": k, "patients": len(counts)}
+    if k == 1:  # a reader without ids gives each image its own (MedMNIST, ISIC folders): k for a person is unknown
+        per_patient["patient_ids"] = "one per image"
+        per_patient["note"] = (
+            "every image has its own patient id: one image per patient, or a data set without patient ids whose "
+            "reader named each image (MedMNIST, folders of ISIC images); then a person's k is unknown"
+        )
     if epsilon is not None and delta is not None:
         per_patient.update(group_privacy(epsilon, delta, k))
     out["per_patient"] = per_patient

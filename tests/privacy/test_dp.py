@@ -119,7 +119,9 @@ def test_dp_training_reports_epsilon_and_resumes_the_accountant(tmp_path):
     assert second["epsilon"] == pytest.approx(prv_epsilon(1.0, 0.25, 8, 1e-3), rel=1e-6)
     # one image per patient in _items(): the per-patient guarantee is epsilon itself, and says it knew the ids
     assert second["privacy_unit"] == "one image"
-    assert second["per_patient"]["max_images_per_patient"] == 1
+    assert (
+        second["per_patient"]["max_images_per_patient"] == 1 and second["per_patient"]["patient_ids"] == "one per image"
+    )
     assert second["per_patient"]["epsilon"] == pytest.approx(second["epsilon"])
 
 
