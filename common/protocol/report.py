@@ -59,6 +59,22 @@ def _undefined_folds(folds: Sequence[dict], metric: str) -> list[dict]:
     return [{"fold": i, "reason": _reason(f, metric)} for i, f in enumerate(folds) if math.isnan(_value(f, metric))]
 
 
+def report_header(protocol: Any) -> dict:
+    """What every classification report starts with: which bundle and paper, which data set, classes, image count,
+    seed and folds, from a protocol's attributes (``bundle``, ``paper``, ``dataset``, ``class_names``, ``items``,
+    ``seed``, ``k``)."""
+    return {
+        "bundle": protocol.bundle,
+        "paper": protocol.paper,
+        "dataset": protocol.dataset.get("source", "?"),
+        "dataset_dir": protocol.dataset.get("dataset_dir"),
+        "class_names": protocol.class_names,
+        "n_images": len(protocol.items),
+        "seed": protocol.seed,
+        "folds": protocol.k,
+    }
+
+
 def summarize_arms(per_fold: dict[str, list[dict]], metrics: Sequence[str] = SUMMARY_METRICS) -> dict:
     """``{arm: [fold metrics...]}`` -> ``{arm: {"metrics": {m: summarize}, "per_fold": [...]}}``; the metrics are
     proportions, so their intervals are clipped to [0, 1]. A fold without a finite value of a metric (NaN, ``None``,

@@ -35,7 +35,7 @@ from common.protocol.cache import claim, settings_digest
 from common.protocol.export import export_downstream
 from common.protocol.folds import FoldETA, load_or_make_splits, note_fallback, select
 from common.protocol.late_steps import late_step
-from common.protocol.report import compare_arms, merge_fold_sections, summarize_arms, write_report
+from common.protocol.report import compare_arms, merge_fold_sections, report_header, summarize_arms, write_report
 
 logger = logging.getLogger(__name__)
 
@@ -323,14 +323,7 @@ class SyntheticLearningProtocol:
                     ]
                     arms[arm]["privacy"]["audit_per_fold"] = canary
         report = {
-            "bundle": self.bundle,
-            "paper": self.paper,
-            "dataset": self.dataset.get("source", "?"),
-            "dataset_dir": self.dataset.get("dataset_dir"),
-            "class_names": self.class_names,
-            "n_images": len(self.items),
-            "seed": self.seed,
-            "folds": self.k,
+            **report_header(self),
             "settings": {
                 "gan_epochs": self.gan_epochs,
                 "gan_steps": self.gan_steps,

@@ -29,7 +29,7 @@ from common.protocol.cache import claim
 from common.protocol.export import export_downstream
 from common.protocol.folds import FoldETA, load_or_make_splits, note_fallback, select
 from common.protocol.late_steps import late_step
-from common.protocol.report import write_report
+from common.protocol.report import report_header, write_report
 from common.protocol.tasks import BACKGROUND_CLASSES, make_tasks
 
 __all__ = ["ClassificationProtocol"]
@@ -222,14 +222,7 @@ class ClassificationProtocol:
         """The finished run's report: what ran (data set, folds, settings), then ``assemble_report``'s sections."""
         synthesis, runner = self.synthesis, self.runner
         header = {
-            "bundle": self.bundle,
-            "paper": self.paper,
-            "dataset": self.dataset.get("source", "?"),
-            "dataset_dir": self.dataset.get("dataset_dir"),
-            "class_names": self.class_names,
-            "n_images": len(self.items),
-            "seed": self.seed,
-            "folds": self.k,
+            **report_header(self),
             "settings": {
                 "gan_epochs": synthesis.gan_epochs,
                 "gan_steps": synthesis.gan_steps,
