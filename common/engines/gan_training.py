@@ -89,20 +89,55 @@ class GANRecipe:
         }  # fmt: skip
 
 
-def _loader(items, transforms, batch_size, num_workers, seed, keys=("image", "label")):
+class GANDataLoader(DataLoader):
+    """The loader of a GAN's real images (``gan_dataloader``); it keeps the item list it serves (after repeats), which
+    the run's outputs report (image count, the patients the GAN saw)."""
+
+    def __init__(self, items: Sequence[dict], *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.items = list(items)
+
+
+def gan_dataloader(
+    items: Sequence[dict],
+    transforms: Compose,
+    *,
+    batch_size: int,
+    seed: int = 0,
+    num_workers: int = 0,
+    repeats: int = 1,
+    min_epoch_steps: int = 1,
+    keys: Sequence[str] | None = ("image", "label"),
+) -> GANDataLoader:
+    """The loader a GAN trains from (a bundle's ``train#dataloader``; ``gan_trainer`` builds the same one when it is
+    given none): ``items`` through ``transforms``, each image ``repeats`` times per epoch, the list repeated further
+    until an epoch has at least ``min_epoch_steps`` batches (``gan_trainer`` uses ``MIN_EPOCH_STEPS`` when the
+    budget is in steps, never under privacy: every epoch pays the handlers, and a class of 50 images makes 1-2
+    steps per epoch); ``keys``: the item keys the transforms need (None keeps every key).
+
+    Shuffled with a stateless, epoch-seeded sampler (seed + epoch), so that a resumed run shuffles exactly as an
+    uninterrupted one; the last incomplete batch is dropped (a batch of one image breaks BatchNorm)."""
+    items = list(items) * max(1, int(repeats))
+    if len(items) < 2:
+        raise DataError(f"a GAN needs at least 2 training images, got {len(items)}")
+    per_epoch = max(1, len(items) // min(int(batch_size), len(items)))
+    if per_epoch < int(min_epoch_steps):
+        items = items * math.ceil(int(min_epoch_steps) / per_epoch)
+    batch_size = min(int(batch_size), len(items))
     gen = torch.Generator().manual_seed(seed)  # the workers' base seed (their random transforms): in RNGState
     dataset = cached_dataset(items, transforms, keys=keys)
-    # The shuffle of epoch e is seeded with seed + e (set_epoch below), on one rank as on several (each its own
-    # shard): a stateless shuffle that a resumed run repeats exactly. torch's RandomSampler would draw one more
+    # The shuffle of epoch e is seeded with seed + e (set_epoch in gan_trainer), on one rank as on several (each its
+    # own shard): a stateless shuffle that a resumed run repeats exactly. torch's RandomSampler would draw one more
     # permutation from its generator when Ignite finishes off the previous epoch's exhausted iterator, at the start
     # of the next epoch: after the checkpoint, so a run resumed there would shuffle differently.
-    # drop_last: a last batch of one image would break BatchNorm and skew D's statistics
     if distributed.is_distributed():
         sampler = DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=True)
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True, num_workers=num_workers)
+        return GANDataLoader(
+            items, dataset, batch_size=batch_size, sampler=sampler, drop_last=True, num_workers=num_workers
+        )
     sampler = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=seed)
-    return DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, drop_last=True, num_workers=num_workers, generator=gen
+    return GANDataLoader(
+        items, dataset, batch_size=batch_size, sampler=sampler, drop_last=True, num_workers=num_workers, generator=gen
     )
 
 
@@ -113,7 +148,7 @@ def gan_trainer(
     output_dir: str,
     *,
     max_epochs: int,
-    batch_size: int,
+    batch_size: int | None = None,
     device: str | torch.device = "cpu",
     seed: int = 0,
     num_workers: int = 0,
@@ -130,6 +165,7 @@ def gan_trainer(
     dataset_keys: Sequence[str] | None = ("image", "label"),
     total_steps: int | None = None,
     log_interval: int = 10,
+    train_data_loader: DataLoader | None = None,
 ) -> GANTrainer:
     """The Ignite engine (a ``GANTrainer``) that trains one GAN on ``items``, every handler attached: ``.run()`` it
     (``fit_gan`` does, and so does a bundle's ``training``: ``train#trainer`` is this engine). It writes into
@@ -152,6 +188,12 @@ def gan_trainer(
     Paired GANs (pix2pix) pass their own ``prepare_batch`` (``(batch, device, non_blocking) -> (reals,
     condition)``), a ``sample_saver`` handler (default: ``SampleGridSaver`` of latent samples) and the item keys
     their transforms need (``dataset_keys``; None keeps every key).
+
+    ``train_data_loader``: the loader of real images (a bundle's ``train#dataloader``, made by ``gan_dataloader``);
+    None builds that same loader from ``items``, ``transforms``, ``batch_size``, ``repeats``, ``num_workers`` and
+    ``dataset_keys``. ``items`` is still needed (the unrepeated training items: the objective's ``prepare``, the
+    privacy unit). Under DP the loader must serve each item once per epoch; the privacy engine swaps it for its
+    Poisson-sampled one.
 
     ``log_interval``: the engine's losses are device tensors, and reading one is a device sync; the per-iteration
     readers read them every ``log_interval`` iterations (TensorBoard's iteration scalars, the progress bar, the NaN
@@ -176,11 +218,9 @@ def gan_trainer(
     privacy summary, when ``recipe.privacy`` is set).
     """
     unique_items = list(items)
-    if getattr(getattr(recipe, "privacy", None), "formal_guarantee", False) and int(repeats) != 1:
+    privacy = getattr(recipe, "privacy", None)
+    if getattr(privacy, "formal_guarantee", False) and int(repeats) != 1:
         raise ValueError(f"privacy: repeats must be 1 (a repeated image is clipped more than once), got {repeats}")
-    items = list(items) * max(1, int(repeats))
-    if len(items) < 2:
-        raise DataError(f"a GAN needs at least 2 training images, got {len(items)} (output_dir={output_dir})")
     out = Path(output_dir)
     ckpt_dir = out / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -190,16 +230,41 @@ def gan_trainer(
     transforms.set_random_state(seed=seed)
     if hasattr(augment, "set_random_state"):
         augment.set_random_state(seed)
-    if total_steps is not None:
-        if int(total_steps) < 1:
-            raise ValueError(f"total_steps must be >= 1, got {total_steps}")
-        # a class of 50 images makes 1-2 steps per epoch, and every epoch pays the handlers (logs, checkpoints,
-        # progress): with a budget in steps, repeat the list so an epoch has at least MIN_EPOCH_STEPS steps. Not
-        # under privacy: a repeated image would be clipped more than once per epoch
-        per_epoch = max(1, len(items) // max(1, min(batch_size, len(items))))
-        if per_epoch < MIN_EPOCH_STEPS and getattr(recipe, "privacy", None) is None:
-            items = items * math.ceil(MIN_EPOCH_STEPS / per_epoch)
-    loader = _loader(items, transforms, min(batch_size, len(items)), num_workers, seed, keys=dataset_keys)
+    if total_steps is not None and int(total_steps) < 1:
+        raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+    if train_data_loader is None:
+        if batch_size is None:
+            raise ValueError("gan_trainer: pass batch_size, or a train_data_loader")
+        if len(unique_items) * max(1, int(repeats)) < 2:
+            n = len(unique_items)
+            raise DataError(f"a GAN needs at least 2 training images, got {n} (output_dir={output_dir})")
+        loader = gan_dataloader(
+            unique_items, transforms, batch_size=batch_size, seed=seed, num_workers=num_workers, repeats=repeats,
+            # with a budget in steps, short epochs are padded (see gan_dataloader); not under privacy: a repeated
+            # image would be clipped more than once per epoch
+            min_epoch_steps=MIN_EPOCH_STEPS if total_steps is not None and privacy is None else 1,
+            keys=dataset_keys,
+        )  # fmt: skip
+    else:
+        loader = train_data_loader
+        dataset = getattr(loader.dataset, "dataset", loader.dataset)  # a Subset when images repeat
+        if getattr(dataset, "transform", transforms) is not transforms:
+            # the run seeds `transforms` (above) and saves its random state in every checkpoint: a loader running
+            # other transforms would draw from an unseeded stream, and a resume would not be exact
+            raise ValueError("train_data_loader must apply the `transforms` passed to gan_trainer (the same object)")
+        if privacy is not None and len(loader.dataset) != len(unique_items):
+            raise ValueError(
+                f"privacy: train_data_loader serves {len(loader.dataset)} images for {len(unique_items)} training "
+                "items; under DP each image is sampled once per epoch (repeats 1, min_epoch_steps 1)"
+            )
+        if batch_size is not None and int(batch_size) != int(loader.batch_size):
+            raise ValueError(
+                f"batch_size {batch_size} given beside a train_data_loader of batch size {loader.batch_size}: the "
+                "loader decides it (in a bundle: train#dataloader#batch_size, or --batch_size)"
+            )
+        batch_size = int(loader.batch_size)
+    items = list(getattr(loader, "items", unique_items))
+    loader_batch_size = int(loader.batch_size)  # before DP swaps in its Poisson loader (which has none)
     if total_steps is not None:
         max_epochs = max(1, math.ceil(int(total_steps) / max(1, len(loader))))
 
@@ -230,7 +295,6 @@ def gan_trainer(
         transforms, augment, augment_pipe, recipe.objective, recipe.d_regularizer, recipe.g_regularizer,
         loader.generator, getattr(loader.sampler, "generator", None),
     )  # fmt: skip
-    privacy = getattr(recipe, "privacy", None)
     step_context = None
     if privacy is not None:
         if recipe.ada_target is not None and getattr(privacy, "formal_guarantee", False):
@@ -280,7 +344,7 @@ def gan_trainer(
             state[name] = obj
 
     run_outputs = GANRunOutputs(
-        str(out), items=items, unique_items=unique_items, batch_size=min(batch_size, len(items)), privacy=privacy,
+        str(out), items=items, unique_items=unique_items, batch_size=loader_batch_size, privacy=privacy,
         rank0=rank0,
     )  # fmt: skip
     # order matters: the run's clock and the resume first (on STARTED), epoch averages before the loggers read them,

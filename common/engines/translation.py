@@ -120,6 +120,19 @@ def paired_grid(condition: torch.Tensor, fake: torch.Tensor, real: torch.Tensor)
     return image_grid(torch.cat(tiles), nrow=1 + fake.shape[1] + real.shape[1])
 
 
+def pix2pix_items(cases: Sequence[dict], spatial_dims: int = 2) -> list[dict]:
+    """The items a pix2pix GAN trains on: one per axial slice with brain in 2-D, one per case (volume) in 3-D."""
+    cases = list(cases)
+    if spatial_dims == 2:
+        return slice_items(cases)
+    return [{k: c[k] for k in (*CASE_KEYS, "case_id") if c.get(k)} for c in cases]
+
+
+def pix2pix_keys(spatial_dims: int = 2) -> list[str]:
+    """The item keys ``paired_transforms`` reads (a loader drops the rest: ``gan_dataloader``'s ``keys``)."""
+    return [*CASE_KEYS, "z"] if spatial_dims == 2 else list(CASE_KEYS)
+
+
 def pix2pix_trainer(
     recipe: GANRecipe,
     cases: Sequence[dict],
@@ -128,27 +141,27 @@ def pix2pix_trainer(
     spatial_dims: int = 2,
     use_anatomy: bool = False,
     max_epochs: int,
-    batch_size: int = 1,
+    batch_size: int | None = None,
     flip: bool = True,
     n_examples: int = 4,
     crop_size: Sequence[int] | None = None,
     sample_interval: int = 1,
+    transforms: Compose | None = None,
     **trainer_kwargs,
 ) -> GANTrainer:
     """The Ignite engine (``gan_trainer``'s ``GANTrainer``) that trains a pix2pix ``recipe`` on prepared ``cases``:
-    axial slices in 2-D, whole volumes (or random ``crop_size`` crops) in 3-D; a paired batch (``prepare_paired_batch``,
-    the same random left-right ``flip`` for image and label map); sample grids of fixed tumour slices (3-D: the
-    middle slice) of the first ``n_examples`` cases. ``trainer_kwargs``: ``gan_trainer``'s (device, seed, resume,
-    ``train_handlers``, ``total_steps``...). ``.run()`` it; ``fit_pix2pix`` does."""
+    axial slices in 2-D, whole volumes (or random ``crop_size`` crops) in 3-D (``pix2pix_items``); a paired batch
+    (``prepare_paired_batch``, the same random left-right ``flip`` for image and label map); sample grids of fixed
+    tumour slices (3-D: the middle slice) of the first ``n_examples`` cases. ``transforms``: the
+    ``paired_transforms`` the loader applies (a bundle passes its ``train#preprocessing``, the object its
+    ``train#dataloader`` uses, so that the run seeds the transforms the loader runs); None makes them here.
+    ``trainer_kwargs``: ``gan_trainer``'s (device, seed, resume, ``train_handlers``, ``total_steps``,
+    ``train_data_loader``...). ``.run()`` it; ``fit_pix2pix`` does."""
     cases = list(cases)
     if not cases:
         raise DataError(f"no training cases for pix2pix (output_dir={output_dir})")
-    items = (
-        slice_items(cases)
-        if spatial_dims == 2
-        else [{k: c[k] for k in (*CASE_KEYS, "case_id") if c.get(k)} for c in cases]
-    )
-    transforms = paired_transforms(spatial_dims, use_anatomy, crop_size=crop_size)
+    if transforms is None:
+        transforms = paired_transforms(spatial_dims, use_anatomy, crop_size=crop_size)
     # fixed examples for the sample grids: slices through the tumour of the first cases
     picks = []
     for case in cases[:n_examples]:
@@ -161,17 +174,16 @@ def pix2pix_trainer(
     ex = [paired_transforms(spatial_dims, use_anatomy)(p) for p in picks]  # whole slices/volumes, not crops
     examples = {k: torch.stack([plain_tensor(e[k]).float() for e in ex]) for k in ("condition", "image")}
     saver = PairedSampleGridSaver(output_dir, examples, interval=sample_interval)
-    keys = [*CASE_KEYS, "z"] if spatial_dims == 2 else list(CASE_KEYS)
     return gan_trainer(
         recipe,
-        items,
+        pix2pix_items(cases, spatial_dims),
         transforms,
         output_dir,
         max_epochs=max_epochs,
         batch_size=batch_size,
         prepare_batch=partial(prepare_paired_batch, flip=flip),
         sample_saver=saver,
-        dataset_keys=keys,
+        dataset_keys=pix2pix_keys(spatial_dims),
         **trainer_kwargs,
     )
 

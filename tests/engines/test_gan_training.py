@@ -204,3 +204,38 @@ def test_gan_trainer_is_the_engine_a_bundle_runs(tmp_path):
     done = json.loads((tmp_path / "training_done.json").read_text())
     assert done["epochs"] == 2 and done["iterations"] == 6 and len(result["history"]) == 2
     assert latest_checkpoint(str(tmp_path / "checkpoints")).endswith("epoch=2.pt")
+
+
+def test_a_loader_given_by_id_trains_exactly_as_the_one_gan_trainer_builds(tmp_path):
+    """A bundle shows its GAN's loader as ``train#dataloader`` (``gan_dataloader``) and hands it to ``gan_trainer``:
+    the same images, repeats and padding, hence the same weights bit for bit, as when ``gan_trainer`` builds it."""
+    from common.engines import MIN_EPOCH_STEPS, gan_dataloader, gan_trainer
+
+    items, transforms = _items(), Compose([])
+    kw = {"max_epochs": 1, "tensorboard": False, "progress": False, "total_steps": 25}
+    # each built and run in turn, as a bundle run does (the latents come from the global stream the engine seeds)
+    built = gan_trainer(_recipe(), items, transforms, str(tmp_path / "built"), batch_size=4, repeats=2, **kw)
+    built.run()
+    loader = gan_dataloader(items, transforms, batch_size=4, repeats=2, min_epoch_steps=MIN_EPOCH_STEPS)
+    # 12 images x 2 repeats = 6 batches < MIN_EPOCH_STEPS: the list is repeated until an epoch has 24 batches
+    assert len(loader) == 24 and len(loader.items) == 96
+    given = gan_trainer(_recipe(), items, transforms, str(tmp_path / "given"), train_data_loader=loader, **kw)
+    given.run()
+    assert built.state.iteration == given.state.iteration == 48  # ceil(25 / 24) epochs
+    a = torch.load(tmp_path / "built" / "generator.pt", weights_only=True)
+    b = torch.load(tmp_path / "given" / "generator.pt", weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    done = json.loads((tmp_path / "given" / "training_done.json").read_text())
+    assert done["n_images"] == 96 and done["batch_size"] == 4
+
+
+def test_a_given_loader_must_use_the_transforms_the_run_seeds(tmp_path):
+    from common.engines import gan_dataloader, gan_trainer
+
+    loader = gan_dataloader(_items(), Compose([]), batch_size=4)
+    with pytest.raises(ValueError, match="same object"):
+        gan_trainer(_recipe(), _items(), Compose([]), str(tmp_path), max_epochs=1, train_data_loader=loader)
+    loader = gan_dataloader(_items(), Compose([]), batch_size=4)
+    with pytest.raises(ValueError, match="the loader decides it"):  # never ignored silently
+        gan_trainer(_recipe(), _items(), loader.dataset.transform, str(tmp_path), max_epochs=1, batch_size=8,
+                    train_data_loader=loader)  # fmt: skip
