@@ -5,7 +5,11 @@ Cases, each in its own subprocess (so that peak memory, max RSS on CPU or max al
 - ``pix2pix_engine``: our Ignite engine as the bundle runs it (``fit_gan`` with the paired batch: ``CacheDataset``
   + ``DataLoader``, ``NaNGuard``, ``LossHistory``; no TensorBoard, progress bar or sample PNGs), timed from the end of
   a warm-up epoch to the end of training, so neither the set-up nor the final checkpoint write is counted.
-- ``pix2pix_plain``: the same networks and ``Pix2PixObjective`` in a plain PyTorch loop, channels-last like ours.
+- ``pix2pix_reuse``: the engine with ``Pix2PixObjective(reuse_fakes=True)`` (``--reuse_fakes true`` in the bundle): one
+  G forward per step, G updated through the fakes D just saw, as junyanz's step does.
+- ``pix2pix_plain``: the same networks and ``Pix2PixObjective`` in a plain PyTorch loop, channels-last like ours;
+  ``pix2pix_plainreuse`` the same loop with ``reuse_fakes=True``, so that engine/plain and reuse/plainreuse each
+  compare equal work.
 - ``pix2pix_ref`` / ``pix2pix_refcl``: what a user would run instead, junyanz/pytorch-CycleGAN-and-pix2pix: its
   ``UnetGenerator`` (``unet_128`` at the paper size: 7 levels, ``ngf`` 64) and ``NLayerDiscriminator`` (``basic``,
   ``ndf`` 64, 3 layers) with batch norm, dropout and N(0, 0.02) init as its pix2pix model builds them, loaded from a
@@ -46,7 +50,10 @@ SIZES = {
     "paper": {"g": (64, 128, 256, 512, 512, 512, 512), "d": 64, "px": 128},
 }
 CONDITION, SEQUENCES = 6, 4
-CASES = ("pix2pix_plain", "pix2pix_engine", "pix2pix_ref", "pix2pix_refcl", "synthesis")
+CASES = (
+    "pix2pix_plain", "pix2pix_engine", "pix2pix_plainreuse", "pix2pix_reuse", "pix2pix_ref", "pix2pix_refcl",
+    "synthesis",
+)  # fmt: skip
 REFERENCE_CASES = ("pix2pix_ref", "pix2pix_refcl")
 L1_WEIGHT = 100.0
 
@@ -154,9 +161,9 @@ def run_case(case: str, size: str, n: int, batch: int, epochs: int, device: torc
     objective = Pix2PixObjective()
     tmp = tempfile.mkdtemp()
     count = n // batch * batch * epochs  # whole batches only, in every loop (the engine's loader drops the last)
-    if case == "pix2pix_engine":
+    if case in ("pix2pix_engine", "pix2pix_reuse"):
         items = [{"image": images[i], "condition": condition[i]} for i in range(n)]
-        recipe = GANRecipe(make_g, make_d, adam, adam, objective)
+        recipe = GANRecipe(make_g, make_d, adam, adam, Pix2PixObjective(reuse_fakes=case == "pix2pix_reuse"))
 
         clock = _Clock(device)
         fit_gan(
@@ -196,7 +203,8 @@ def run_case(case: str, size: str, n: int, batch: int, epochs: int, device: torc
         t = time.perf_counter()
         for _ in range(epochs):
             epoch()
-    elif case == "pix2pix_plain":
+    elif case in ("pix2pix_plain", "pix2pix_plainreuse"):
+        objective = Pix2PixObjective(reuse_fakes=case == "pix2pix_plainreuse")
         G, D = to_channels_last(make_g().to(device)), to_channels_last(make_d().to(device))
         og, od = adam(G.parameters()), adam(D.parameters())
 
@@ -276,11 +284,13 @@ def main() -> None:
     )
     for r in results.values():
         print(f"{r['case']:<16} {r['images_per_s']:9.2f} slices/s  peak {r['peak_mb']:8.1f} MB")
-    engine = results.get("pix2pix_engine")
-    for base in ("plain", "ref", "refcl"):
-        other = results.get(f"pix2pix_{base}")
-        if engine and other:
-            print(f"{'pix2pix ratio':<16} engine/{base} = {engine['images_per_s'] / other['images_per_s']:.3f} (speed)")
+    for ours, plain in (("engine", "plain"), ("reuse", "plainreuse")):
+        mine = results.get(f"pix2pix_{ours}")
+        for base in (plain, "ref", "refcl"):
+            other = results.get(f"pix2pix_{base}")
+            if mine and other:
+                ratio = mine["images_per_s"] / other["images_per_s"]
+                print(f"{'pix2pix ratio':<16} {ours}/{base} = {ratio:.3f} (speed)")
 
 
 if __name__ == "__main__":
