@@ -174,10 +174,26 @@ class LossHistory:
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        new = not self.path.exists()
+        # the columns are the file's header, not this row's key order: an epoch whose first step runs a lazy
+        # regulariser (R1 every 16 steps) reports its keys in another order, and a key can first appear later
+        header: list[str] = []
+        if self.path.exists():
+            with open(self.path, newline="") as f:
+                header = next(csv.reader(f), [])
+        missing = [k for k in row if k not in header]
+        if missing and header:  # a new column: rewrite the (small) file with it, old rows empty there
+            with open(self.path, newline="") as f:
+                old_rows = list(csv.DictReader(f))
+            header += missing
+            tmp = self.path.with_name(f".{self.path.name}.tmp")
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=header, restval="")
+                writer.writeheader()
+                writer.writerows(old_rows)
+            tmp.replace(self.path)
         with open(self.path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(row))
-            if new:
+            writer = csv.DictWriter(f, fieldnames=header or list(row), restval="")
+            if not header:
                 writer.writeheader()
             writer.writerow(row)
 
