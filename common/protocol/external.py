@@ -157,13 +157,16 @@ def section(
     *,
     metrics: Sequence[str] = SUMMARY_METRICS,
     comparisons: Sequence[tuple[str, str]] = (),
+    unit: str = "image",
 ) -> dict:
-    """The report's ``external`` section from per-arm lists of per-fold metrics and per-arm bootstrap results."""
+    """The report's ``external`` section from per-arm lists of per-fold metrics and per-arm bootstrap results.
+    ``unit``: what one item is ("image"; a segmentation protocol's items are "case"s, whole volumes)."""
     items = external["items"]
     return {
         "dataset": external.get("source"),
         "dataset_dir": external.get("dataset_dir"),
         "origin": external.get("origin"),
+        "unit": unit,
         "n_images": len(items),
         "n_patients": len(set(_patients(items))),
         "class_names": list(external.get("class_names") or []),
@@ -232,7 +235,7 @@ def segmentation_section(
             statistic = partial(_fold_mean_of_cases, [v[:, j] for v in per_case])
             boot[arm][m] = bootstrap_over_patients(patients, statistic, n_resamples=n_resamples, seed=seed)
     per_fold = {arm: list(folds) for arm, folds in scores.items()}
-    return section(external, per_fold, boot, metrics=DICE_METRICS, comparisons=comparisons)
+    return section(external, per_fold, boot, metrics=DICE_METRICS, comparisons=comparisons, unit="case")
 
 
 def _fold_mean_of_cases(values: Sequence[np.ndarray], idx: np.ndarray) -> float:

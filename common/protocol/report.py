@@ -296,6 +296,11 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _count(n, noun: str) -> str:
+    """``"1 case"``, ``"3 cases"``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def external_lines(report: dict, level: int = 2) -> list[str]:
     """The "External test set" part of report.md (and of the model cards: ``ci/render_results.py``): the arms table
     of ``report["external"]`` (``arms_table`` of a report-shaped dict: mean ± std [95 % CI] over the folds' models),
@@ -306,12 +311,15 @@ def external_lines(report: dict, level: int = 2) -> list[str]:
         return []
     where = ext.get("dataset_dir") or "?"
     shared = ext.get("shared_patients") or 0
+    # reports written before the section named its unit: a segmentation report (n_cases) counts whole volumes
+    unit = ext.get("unit") or ("case" if "n_cases" in report else "image")
     lines = [
         "",
         f"{'#' * level} External test set",
         "",
-        f"Data set: **{ext.get('dataset', '?')}** ({ext.get('origin', 'test_dir')}: `{where}`), {ext.get('n_images')} "
-        f"images of {ext.get('n_patients')} patients, used for no training and no model selection: the selected "
+        f"Data set: **{ext.get('dataset', '?')}** ({ext.get('origin', 'test_dir')}: `{where}`), "
+        f"{_count(ext.get('n_images'), unit)} of {_count(ext.get('n_patients'), 'patient')}, "
+        "used for no training and no model selection: the selected "
         f"model of every fold and arm scored once on all of it. Values in %: mean ± std across the "
         f"{report.get('folds')} folds' models [95 % CI of the mean, Student t].",
     ]

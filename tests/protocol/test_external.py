@@ -93,6 +93,9 @@ def test_section_and_table_from_per_fold_scores(tmp_path):
     text = render_markdown(report)
     assert "## External test set" in text and "| classic |" in text.split("## External test set")[1]
     assert "bootstrap 95 % CI over the 30 external patients" in text
+    assert "60 images of 30 patients, used for no training" in text
+    one_case = {**report, "n_cases": 1, "external": {**sec, "n_images": 1, "n_patients": 1, "unit": "case"}}
+    assert "1 case of 1 patient, used for" in render_markdown(one_case)  # a segmentation report counts volumes
     write_report(report, str(tmp_path))
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["external"]["bootstrap"]["classic"]["auc"]["ci95"][1] <= 1.0
