@@ -42,8 +42,16 @@ logger = logging.getLogger(__name__)
 
 GENERATOR_FILE = "generator.pt"
 DONE_FILE = "training_done.json"
-#: with a budget in steps (``total_steps``), an epoch has at least this many (see ``fit_gan``)
+#: with a budget in steps (``total_steps``), an epoch has at least this many (see ``epoch_padding``)
 MIN_EPOCH_STEPS = 20
+
+
+def epoch_padding(total_steps: int | None, privacy: Any = None) -> int:
+    """``gan_dataloader``'s ``min_epoch_steps``: with a budget in steps, short epochs are padded to
+    ``MIN_EPOCH_STEPS`` batches (every epoch pays the handlers, and a class of 50 images makes 1-2 steps); with a
+    budget in epochs nothing is padded, and under privacy never (a repeated image would be clipped more than once
+    per epoch)."""
+    return MIN_EPOCH_STEPS if total_steps is not None and privacy is None else 1
 
 
 @dataclass
@@ -111,9 +119,8 @@ def gan_dataloader(
 ) -> GANDataLoader:
     """The loader a GAN trains from (a bundle's ``train#dataloader``; ``gan_trainer`` builds the same one when it is
     given none): ``items`` through ``transforms``, each image ``repeats`` times per epoch, the list repeated further
-    until an epoch has at least ``min_epoch_steps`` batches (``gan_trainer`` uses ``MIN_EPOCH_STEPS`` when the
-    budget is in steps, never under privacy: every epoch pays the handlers, and a class of 50 images makes 1-2
-    steps per epoch); ``keys``: the item keys the transforms need (None keeps every key).
+    until an epoch has at least ``min_epoch_steps`` batches (``epoch_padding``); ``keys``: the item keys the
+    transforms need (None keeps every key).
 
     Shuffled with a stateless, epoch-seeded sampler (seed + epoch), so that a resumed run shuffles exactly as an
     uninterrupted one; the last incomplete batch is dropped (a batch of one image breaks BatchNorm)."""
@@ -235,16 +242,13 @@ def gan_trainer(
     if train_data_loader is None:
         if batch_size is None:
             raise ValueError("gan_trainer: pass batch_size, or a train_data_loader")
-        if len(unique_items) * max(1, int(repeats)) < 2:
-            n = len(unique_items)
-            raise DataError(f"a GAN needs at least 2 training images, got {n} (output_dir={output_dir})")
-        loader = gan_dataloader(
-            unique_items, transforms, batch_size=batch_size, seed=seed, num_workers=num_workers, repeats=repeats,
-            # with a budget in steps, short epochs are padded (see gan_dataloader); not under privacy: a repeated
-            # image would be clipped more than once per epoch
-            min_epoch_steps=MIN_EPOCH_STEPS if total_steps is not None and privacy is None else 1,
-            keys=dataset_keys,
-        )  # fmt: skip
+        try:
+            loader = gan_dataloader(
+                unique_items, transforms, batch_size=batch_size, seed=seed, num_workers=num_workers, repeats=repeats,
+                min_epoch_steps=epoch_padding(total_steps, privacy), keys=dataset_keys,
+            )  # fmt: skip
+        except DataError as err:  # name the run: a per-class bundle trains several GANs
+            raise DataError(f"{err} (output_dir={output_dir})") from None
     else:
         loader = train_data_loader
         dataset = getattr(loader.dataset, "dataset", loader.dataset)  # a Subset when images repeat

@@ -239,3 +239,10 @@ def test_a_given_loader_must_use_the_transforms_the_run_seeds(tmp_path):
     with pytest.raises(ValueError, match="the loader decides it"):  # never ignored silently
         gan_trainer(_recipe(), _items(), loader.dataset.transform, str(tmp_path), max_epochs=1, batch_size=8,
                     train_data_loader=loader)  # fmt: skip
+
+
+def test_epoch_padding_only_for_a_step_budget_and_never_under_privacy():
+    from common.engines import MIN_EPOCH_STEPS, epoch_padding
+
+    assert epoch_padding(100) == MIN_EPOCH_STEPS > 1
+    assert epoch_padding(None) == 1 and epoch_padding(100, privacy=object()) == 1
