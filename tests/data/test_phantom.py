@@ -10,7 +10,7 @@ import pytest
 
 from common.data.datalist import read_datalist
 from common.data.io import read_image
-from common.data.phantoms import LiverLesionPhantom, Phantom
+from common.data.phantoms import LiverLesionPhantom, LungSignPhantom, Phantom
 
 SMALL = {"n_per_class": (6, 6, 6), "image_size": 32}
 
@@ -173,3 +173,24 @@ def test_pid_of_this_process_is_in_the_staging_name(tmp_path, monkeypatch):
     monkeypatch.setattr(LiverLesionPhantom, "write", spy)
     LiverLesionPhantom(**SMALL).ensure(tmp_path / "liver")
     assert seen == [f"liver.tmp-{os.getpid()}"]
+
+
+@pytest.mark.parametrize(
+    "phantom_type, counts, window",
+    [(LiverLesionPhantom, (4, 4, 4), [-160.0, 240.0]), (LungSignPhantom, (2,) * 6, [-1350.0, 150.0])],
+)
+def test_ct_patch_phantoms_share_patients_degradation_and_windows(phantom_type, counts, window):
+    """Both CT patch phantoms (common.data.phantoms.ct_patches): exact class counts grouped into patients of their
+    own prefix, integer HU in the int16 range, and the PNG variant in 0..255 with its window named in the meta."""
+    hu = list(phantom_type(n_per_class=counts, image_size=32, seed=1).generate())
+    assert [sum(s["label"] == c for s in hu) for c in range(len(counts))] == list(counts)
+    assert all(s["patient"].startswith(phantom_type.patient_prefix) for s in hu)
+    arrays = np.stack([s["array"] for s in hu])
+    assert np.array_equal(arrays, np.round(arrays)) and arrays.min() >= -1024 and arrays.max() <= 3071
+    png = phantom_type(n_per_class=counts, image_size=32, seed=1, file_format="png")
+    pixels = np.stack([s["array"] for s in png.generate()])
+    assert pixels.min() >= 0 and pixels.max() <= 255 and len(np.unique(pixels)) > 50
+    assert png.meta()["intensity"]["window_hu"] == window
+    # the same draws, only stored through the window: the PNG is the HU image windowed
+    lo, hi = window
+    assert np.array_equal(pixels, np.round(np.clip((arrays - lo) / (hi - lo), 0, 1) * 255))

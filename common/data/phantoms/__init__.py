@@ -6,6 +6,7 @@ the instance to ``common.data.load_classification_dataset(..., phantom=..., phan
 
 from common.data.phantoms.base import Phantom
 from common.data.phantoms.brain import BrainTumourPhantom
+from common.data.phantoms.ct_patches import CTPatchPhantom
 from common.data.phantoms.dermoscopy import DermoscopyPhantom
 from common.data.phantoms.liver import LiverLesionPhantom
 from common.data.phantoms.lung import LungSignPhantom
@@ -16,4 +17,12 @@ PHANTOMS[LungSignPhantom.name] = LungSignPhantom
 PHANTOMS[DermoscopyPhantom.name] = DermoscopyPhantom
 PHANTOMS[BrainTumourPhantom.name] = BrainTumourPhantom
 
-__all__ = ["PHANTOMS", "BrainTumourPhantom", "DermoscopyPhantom", "LiverLesionPhantom", "LungSignPhantom", "Phantom"]
+__all__ = [
+    "PHANTOMS",
+    "BrainTumourPhantom",
+    "CTPatchPhantom",
+    "DermoscopyPhantom",
+    "LiverLesionPhantom",
+    "LungSignPhantom",
+    "Phantom",
+]

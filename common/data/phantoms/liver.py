@@ -37,13 +37,13 @@ lesions are swapped between patients at random, so some patients carry two class
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
-from common.data.phantoms.base import Phantom
+from common.data.phantoms.ct_patches import CTPatchPhantom, smoothstep
 
 __all__ = ["LiverLesionPhantom"]
 
@@ -51,12 +51,7 @@ __all__ = ["LiverLesionPhantom"]
 PNG_WINDOW_HU = (-160.0, 240.0)
 
 
-def _smoothstep(x: np.ndarray) -> np.ndarray:
-    x = np.clip(x, 0.0, 1.0)
-    return x * x * (3.0 - 2.0 * x)
-
-
-class LiverLesionPhantom(Phantom):
+class LiverLesionPhantom(CTPatchPhantom):
     """Procedural 3-class liver lesion ROI data set (cyst / metastasis / hemangioma) in HU.
 
     Args:
@@ -80,6 +75,8 @@ class LiverLesionPhantom(Phantom):
     name = "liver_lesion_phantom"
     version = "2"
     class_names = ("cyst", "metastasis", "hemangioma")
+    reference_px, patient_prefix = 64, "liv"
+    png_window_hu, window_name, suggested_window_hu = PNG_WINDOW_HU, "abdominal", (-100, 250)
 
     def __init__(
         self,
@@ -96,87 +93,24 @@ class LiverLesionPhantom(Phantom):
         mixed_fraction: float = 0.2,
         pixel_mm: float = 0.8,
     ) -> None:
-        super().__init__(seed=seed, file_format=file_format)
-        if len(n_per_class) != len(self.class_names) or min(n_per_class) < 0:
-            raise ValueError(f"n_per_class needs {len(self.class_names)} non-negative counts, got {n_per_class}")
-        lo, hi = (int(v) for v in lesions_per_patient)
-        if not 1 <= lo <= hi:
-            raise ValueError(f"lesions_per_patient must be (lo, hi) with 1 <= lo <= hi, got {lesions_per_patient}")
-        if image_size < 16:
-            raise ValueError(f"image_size must be at least 16, got {image_size}")
-        self.n_per_class = tuple(int(n) for n in n_per_class)
-        self.image_size = int(image_size)
-        self.lesions_per_patient = (lo, hi)
-        self.noise_hu = float(noise_hu)
-        self.diameter_range = (float(diameter_range[0]), float(diameter_range[1]))
-        self.jitter = float(jitter)
+        super().__init__(
+            n_per_class, image_size, seed, lesions_per_patient, file_format, noise_hu, diameter_range, jitter,
+            mixed_fraction, pixel_mm,
+        )  # fmt: skip
         self.vessel_prob = float(vessel_prob)
         self.edge_prob = float(edge_prob)
-        self.mixed_fraction = float(mixed_fraction)
-        self.pixel_mm = float(pixel_mm)
 
     def spec(self) -> dict[str, Any]:
+        return {**super().spec(), "vessel_prob": self.vessel_prob, "edge_prob": self.edge_prob}
+
+    def new_patient(self, rng: np.random.Generator, patient_id: str) -> dict[str, Any]:
         return {
-            **super().spec(),
-            "n_per_class": list(self.n_per_class),
-            "image_size": self.image_size,
-            "lesions_per_patient": list(self.lesions_per_patient),
-            "noise_hu": self.noise_hu,
-            "diameter_range": list(self.diameter_range),
-            "jitter": self.jitter,
-            "vessel_prob": self.vessel_prob,
-            "edge_prob": self.edge_prob,
-            "mixed_fraction": self.mixed_fraction,
-            "pixel_mm": self.pixel_mm,
+            "id": patient_id,
+            "liver_hu": rng.uniform(55.0, 70.0),
+            "enhancement": rng.uniform(0.75, 1.15),
+            "noise": self.noise_hu * rng.uniform(0.7, 1.05),
+            "texture": rng.uniform(3.0, 7.0),
         }
-
-    def meta(self) -> dict[str, Any]:
-        if self.file_format == "png":
-            return {
-                "intensity": {"unit": "uint8 (abdominal window)", "window_hu": list(PNG_WINDOW_HU), "range": [0, 255]}
-            }
-        return {"intensity": {"unit": "HU", "range": [-1024, 3071], "suggested_window": [-100, 250]}}
-
-    # ------------------------------------------------------------------ patients
-    def patients(self, rng: np.random.Generator) -> list[list[int]]:
-        """Group the lesion labels into patients: a list of label lists, each 1..hi long, exact class counts."""
-        labels = np.concatenate([np.full(n, c) for c, n in enumerate(self.n_per_class)]).astype(int)
-        # Sorted by class, then a fraction of random position swaps: mostly one class per patient, some mixed.
-        n = len(labels)
-        n_swap = int(round(self.mixed_fraction * n / 2))
-        for _ in range(n_swap):
-            i, j = rng.integers(0, n, size=2)
-            labels[i], labels[j] = labels[j], labels[i]
-        groups, start = [], 0
-        lo, hi = self.lesions_per_patient
-        while start < n:
-            size = int(rng.integers(lo, hi + 1))
-            groups.append(labels[start : start + size].tolist())
-            start += size
-        return groups
-
-    # ------------------------------------------------------------------ generation
-    def generate(self) -> Iterator[dict[str, Any]]:
-        rng = self.rng()
-        groups = self.patients(rng)
-        spacing = (self.pixel_mm * 64 / self.image_size,) * 2
-        for index, labels in enumerate(groups, start=1):
-            patient = {
-                "id": f"liv{index:04d}",
-                "liver_hu": rng.uniform(55.0, 70.0),
-                "enhancement": rng.uniform(0.75, 1.15),
-                "noise": self.noise_hu * rng.uniform(0.7, 1.05),
-                "texture": rng.uniform(3.0, 7.0),
-            }
-            for label in labels:
-                image, info = self.render(rng, int(label), patient)
-                yield {
-                    "array": image[None].astype(np.float32),
-                    "label": int(label),
-                    "patient": patient["id"],
-                    "spacing": spacing,
-                    **info,
-                }
 
     def render(self, rng: np.random.Generator, label: int, patient: dict[str, Any]) -> tuple[np.ndarray, dict]:
         """One ROI of class ``label`` for ``patient``: a (H, W) float array of integer HU, plus descriptive extras."""
@@ -237,13 +171,7 @@ class LiverLesionPhantom(Phantom):
         image = image * (1.0 - inside) + lesion * inside
 
         # Partial volume: the lesion and everything else is seen through the slice profile and the in-plane PSF.
-        image = ndimage.gaussian_filter(image, sigma=rng.uniform(0.5, 0.9) * s, mode="nearest")
-        noise = ndimage.gaussian_filter(rng.standard_normal((n, n)), sigma=0.6 * s, mode="wrap")
-        image = image + patient["noise"] * noise / (noise.std() + 1e-8)
-        image = np.clip(np.round(image), -1024, 3071)
-        if self.file_format == "png":
-            lo, hi = PNG_WINDOW_HU
-            image = np.round(np.clip((image - lo) / (hi - lo), 0.0, 1.0) * 255.0)
+        image = self.degrade(rng, image, patient["noise"], blur_px=(0.5, 0.9), grain_px=0.6)
         return image, {"diameter_px": round(float(diameter), 1), "variant": variant}
 
     # ------------------------------------------------------------------ pieces
@@ -269,16 +197,16 @@ class LiverLesionPhantom(Phantom):
         # Rim band as a fraction of the radius; at least ~1.6 px so that small lesions still show a rim.
         width = min(0.6, max(rng.uniform(0.22, 0.4), 1.6 / radius_64))
         # Rim weight rises over the inner 40 % of the rim band and stays up to the margin.
-        rim_w = _smoothstep((rho - (1.0 - width)) / (0.4 * width))
+        rim_w = smoothstep((rho - (1.0 - width)) / (0.4 * width))
         if rng.random() < 0.2:  # incomplete rim: enhancement missing over part of the circumference
             gap_centre, gap_half = rng.uniform(0, 2 * math.pi), rng.uniform(0.4, 1.2)
             dist = np.abs(np.angle(np.exp(1j * (theta - gap_centre))))
-            rim_w = rim_w * _smoothstep((dist - gap_half) / 0.4)
+            rim_w = rim_w * smoothstep((dist - gap_half) / 0.4)
             variant += "_incomplete"
         lesion = core + (rim - core) * rim_w
         if radius_64 > 6.0 and rng.random() < 0.4:  # necrotic core in larger lesions
             necrotic = rng.uniform(5.0, 20.0)
-            lesion = lesion + (necrotic - lesion) * (1.0 - _smoothstep((rho - rng.uniform(0.2, 0.45)) / 0.15))
+            lesion = lesion + (necrotic - lesion) * (1.0 - smoothstep((rho - rng.uniform(0.2, 0.45)) / 0.15))
             variant += "_necrotic"
         return lesion, variant, width
 
@@ -351,6 +279,6 @@ class LiverLesionPhantom(Phantom):
         proj = xx * t[0] + yy * t[1]
         lateral = -xx * t[1] + yy * t[0]
         capsule = distance + rng.uniform(-0.006, 0.006) / s * lateral**2
-        outside = _smoothstep((proj - capsule) / (1.5 * s) + 0.5)
+        outside = smoothstep((proj - capsule) / (1.5 * s) + 0.5)
         fat = rng.uniform(-115.0, -80.0) + 6.0 * ndimage.gaussian_filter(rng.standard_normal((n, n)), 3.0 * s)
         return image * (1.0 - outside) + fat * outside

@@ -32,13 +32,13 @@ splits must be by patient).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
-from common.data.phantoms.base import Phantom
+from common.data.phantoms.ct_patches import CTPatchPhantom
 
 __all__ = ["LungSignPhantom"]
 
@@ -46,17 +46,12 @@ __all__ = ["LungSignPhantom"]
 PNG_WINDOW_HU = (-1350.0, 150.0)
 
 
-def _smoothstep(x: np.ndarray) -> np.ndarray:
-    x = np.clip(x, 0.0, 1.0)
-    return x * x * (3.0 - 2.0 * x)
-
-
 def _soft_inside(rho: np.ndarray, radius_px: float, margin_px: float) -> np.ndarray:
     """Soft indicator of ``rho < 1`` whose transition is ``margin_px`` pixels wide at a boundary of ``radius_px``."""
     return 1.0 / (1.0 + np.exp(-np.clip((1.0 - rho) * radius_px / max(margin_px, 1e-3), -50.0, 50.0)))
 
 
-class LungSignPhantom(Phantom):
+class LungSignPhantom(CTPatchPhantom):
     """Procedural 6-class lung CT imaging-sign patch set in HU (see the module docstring for each class).
 
     Args:
@@ -76,6 +71,8 @@ class LungSignPhantom(Phantom):
     name = "lung_sign_phantom"
     version = "1"
     class_names = ("ground_glass", "calcification", "cavity", "spiculation", "lobulation", "normal")
+    reference_px, patient_prefix = 32, "lung"
+    png_window_hu, window_name, suggested_window_hu = PNG_WINDOW_HU, "lung", (-1000, 400)
 
     def __init__(
         self,
@@ -90,79 +87,18 @@ class LungSignPhantom(Phantom):
         mixed_fraction: float = 0.2,
         pixel_mm: float = 0.95,
     ) -> None:
-        super().__init__(seed=seed, file_format=file_format)
-        if len(n_per_class) != len(self.class_names) or min(n_per_class) < 0:
-            raise ValueError(f"n_per_class needs {len(self.class_names)} non-negative counts, got {n_per_class}")
-        lo, hi = (int(v) for v in lesions_per_patient)
-        if not 1 <= lo <= hi:
-            raise ValueError(f"lesions_per_patient must be (lo, hi) with 1 <= lo <= hi, got {lesions_per_patient}")
-        if image_size < 16:
-            raise ValueError(f"image_size must be at least 16, got {image_size}")
-        self.n_per_class = tuple(int(n) for n in n_per_class)
-        self.image_size = int(image_size)
-        self.lesions_per_patient = (lo, hi)
-        self.noise_hu = float(noise_hu)
-        self.diameter_range = (float(diameter_range[0]), float(diameter_range[1]))
-        self.jitter = float(jitter)
-        self.mixed_fraction = float(mixed_fraction)
-        self.pixel_mm = float(pixel_mm)
+        super().__init__(
+            n_per_class, image_size, seed, lesions_per_patient, file_format, noise_hu, diameter_range, jitter,
+            mixed_fraction, pixel_mm,
+        )  # fmt: skip
 
-    def spec(self) -> dict[str, Any]:
+    def new_patient(self, rng: np.random.Generator, patient_id: str) -> dict[str, Any]:
         return {
-            **super().spec(),
-            "n_per_class": list(self.n_per_class),
-            "image_size": self.image_size,
-            "lesions_per_patient": list(self.lesions_per_patient),
-            "noise_hu": self.noise_hu,
-            "diameter_range": list(self.diameter_range),
-            "jitter": self.jitter,
-            "mixed_fraction": self.mixed_fraction,
-            "pixel_mm": self.pixel_mm,
+            "id": patient_id,
+            "lung_hu": rng.uniform(-870.0, -820.0),
+            "texture": rng.uniform(8.0, 20.0),
+            "noise": self.noise_hu * rng.uniform(0.7, 1.05),
         }
-
-    def meta(self) -> dict[str, Any]:
-        if self.file_format == "png":
-            return {"intensity": {"unit": "uint8 (lung window)", "window_hu": list(PNG_WINDOW_HU), "range": [0, 255]}}
-        return {"intensity": {"unit": "HU", "range": [-1024, 3071], "suggested_window": [-1000, 400]}}
-
-    # ------------------------------------------------------------------ patients
-    def patients(self, rng: np.random.Generator) -> list[list[int]]:
-        """Group the patch labels into patients: a list of label lists, each ``lesions_per_patient`` long at most."""
-        labels = np.concatenate([np.full(n, c) for c, n in enumerate(self.n_per_class)]).astype(int)
-        n = len(labels)
-        n_swap = int(round(self.mixed_fraction * n / 2.0))
-        for _ in range(n_swap):  # swap pairs of positions: counts stay exact, some patients get mixed signs
-            i, j = rng.integers(0, n, size=2)
-            labels[i], labels[j] = labels[j], labels[i]
-        groups, start = [], 0
-        lo, hi = self.lesions_per_patient
-        while start < n:
-            size = int(rng.integers(lo, hi + 1))
-            groups.append(labels[start : start + size].tolist())
-            start += size
-        return groups
-
-    # ------------------------------------------------------------------ generation
-    def generate(self) -> Iterator[dict[str, Any]]:
-        rng = self.rng()
-        groups = self.patients(rng)
-        spacing = (self.pixel_mm * 32 / self.image_size,) * 2
-        for index, labels in enumerate(groups, start=1):
-            patient = {
-                "id": f"lung{index:04d}",
-                "lung_hu": rng.uniform(-870.0, -820.0),
-                "texture": rng.uniform(8.0, 20.0),
-                "noise": self.noise_hu * rng.uniform(0.7, 1.05),
-            }
-            for label in labels:
-                image, info = self.render(rng, int(label), patient)
-                yield {
-                    "array": image[None].astype(np.float32),
-                    "label": int(label),
-                    "patient": patient["id"],
-                    "spacing": spacing,
-                    **info,
-                }
 
     def render(self, rng: np.random.Generator, label: int, patient: dict[str, Any]) -> tuple[np.ndarray, dict]:
         """One patch of class ``label`` for ``patient``: a (H, W) float array of integer HU, plus descriptive extras."""
@@ -201,13 +137,7 @@ class LungSignPhantom(Phantom):
         else:
             variant = self._normal(rng, image, xx, yy, cx, cy, lung, s)
 
-        image = ndimage.gaussian_filter(image, sigma=rng.uniform(0.4, 0.7) * s, mode="nearest")
-        noise = ndimage.gaussian_filter(rng.standard_normal((n, n)), sigma=0.5 * s, mode="wrap")
-        image = image + patient["noise"] * noise / (noise.std() + 1e-8)
-        image = np.clip(np.round(image), -1024, 3071)
-        if self.file_format == "png":
-            lo, hi = PNG_WINDOW_HU
-            image = np.round(np.clip((image - lo) / (hi - lo), 0.0, 1.0) * 255.0)
+        image = self.degrade(rng, image, patient["noise"], blur_px=(0.4, 0.7), grain_px=0.5)
         return image, {"diameter_px": round(float(diameter), 1), "variant": variant}
 
     # ------------------------------------------------------------------ pieces
