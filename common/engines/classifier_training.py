@@ -7,7 +7,6 @@ the test fold is never seen during training or selection.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -18,13 +17,13 @@ import torch
 from ignite.metrics import EpochMetric
 from monai.data import DataLoader
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
-from monai.handlers import CheckpointSaver, StatsHandler, ValidationHandler
+from monai.handlers import StatsHandler, ValidationHandler
 from monai.transforms import Compose
 from monai.utils import set_determinism
 from torch import nn
 
 from common.data.datasets import cached_dataset
-from common.engines.handlers import LossHistory
+from common.engines.handlers import BestWeights, LossHistory
 from common.engines.memory_format import plain_tensor, to_channels_last
 from common.errors import DataError
 from common.metrics.classification import classification_metrics
@@ -116,14 +115,8 @@ def fit_classifier(
         },
         decollate=False,
     )
-    best_file = out / "best_model.pt"
-    CheckpointSaver(
-        save_dir=str(out),
-        save_dict={"network": network},
-        save_key_metric=True,
-        key_metric_filename=best_file.name,
-        key_metric_greater_or_equal=False,
-    ).attach(evaluator)
+    best = BestWeights(out, network)
+    best.attach(evaluator)
 
     trainer = SupervisedTrainer(
         device=device,
@@ -141,19 +134,7 @@ def fit_classifier(
     StatsHandler(name="synthaug.classifier", iteration_log=False, output_transform=lambda x: None).attach(trainer)
     trainer.run()
 
-    if best_file.is_file():
-        network.load_state_dict(torch.load(best_file, map_location=device, weights_only=True))
-    else:  # no validation ran (max_epochs < val_interval): keep the last weights, and say so
-        logger.warning("no validation epoch ran: keeping the last weights")
-        tmp = best_file.with_name(f".{best_file.name}.tmp-{os.getpid()}")
-        torch.save(network.state_dict(), tmp)
-        os.replace(tmp, best_file)
-    return {
-        "network": network.eval(),
-        "model_file": str(best_file),
-        "best_metric": float(evaluator.state.best_metric),
-        "best_epoch": int(evaluator.state.best_metric_epoch),
-    }
+    return best.restore(evaluator, device)
 
 
 def _prepare_classification_batch(batchdata, device=None, non_blocking=False, augment=None, **kwargs):

@@ -1,4 +1,5 @@
-"""Ignite handlers the GAN and classifier trainers share: sample grids, NaN guard, loss history, RNG state, resume."""
+"""Ignite handlers the GAN, classifier and segmenter trainers share: sample grids, NaN guard, loss history, the
+validation-best weights, RNG state, resume."""
 
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
-from monai.handlers import CheckpointLoader
+from monai.handlers import CheckpointLoader, CheckpointSaver
 
 from common.engines.distributed import is_distributed, rank
+from common.fs import atomic_path
 from common.viz import image_grid, save_png
 
 logger = logging.getLogger(__name__)
@@ -196,6 +198,42 @@ class LossHistory:
             if not header:
                 writer.writeheader()
             writer.writerow(row)
+
+
+class BestWeights:
+    """The validation-best weights of a supervised run, kept as ``<out>/best_model.pt``.
+
+    ``attach(evaluator)`` saves the network whenever the evaluator's key metric improves (MONAI ``CheckpointSaver``;
+    a tie keeps the earlier epoch). ``restore(evaluator)`` after training loads them back into the network; when no
+    validation epoch ran (``max_epochs < val_interval``) it keeps the last weights, writes them to the same file and
+    says so. It returns what the trainers return: the network in eval mode, the file, the best metric and epoch.
+    """
+
+    def __init__(self, out: str | os.PathLike, network: torch.nn.Module) -> None:
+        self.file, self.network = Path(out) / "best_model.pt", network
+
+    def attach(self, evaluator: Engine) -> None:
+        CheckpointSaver(
+            save_dir=str(self.file.parent),
+            save_dict={"network": self.network},
+            save_key_metric=True,
+            key_metric_filename=self.file.name,
+            key_metric_greater_or_equal=False,
+        ).attach(evaluator)
+
+    def restore(self, evaluator: Engine, device: torch.device | str | None = None) -> dict[str, Any]:
+        if self.file.is_file():
+            self.network.load_state_dict(torch.load(self.file, map_location=device, weights_only=True))
+        else:
+            logger.warning("no validation epoch ran: keeping the last weights")
+            with atomic_path(self.file) as tmp:
+                torch.save(self.network.state_dict(), tmp)
+        return {
+            "network": self.network.eval(),
+            "model_file": str(self.file),
+            "best_metric": float(evaluator.state.best_metric),
+            "best_epoch": int(evaluator.state.best_metric_epoch),
+        }
 
 
 class FinalCheckpoint:

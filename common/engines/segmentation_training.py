@@ -11,7 +11,6 @@ cases; the test cases are never seen, and ``evaluate_segmenter`` scores them wit
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 from monai.data import DataLoader
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
-from monai.handlers import CheckpointSaver, IgniteMetricHandler, StatsHandler, ValidationHandler, from_engine
+from monai.handlers import IgniteMetricHandler, StatsHandler, ValidationHandler, from_engine
 from monai.inferers import Inferer, SliceInferer
 from monai.losses import DiceCELoss
 from monai.transforms import Activationsd, AsDiscreted, Compose, EnsureTyped, Lambdad, LoadImaged
@@ -30,7 +29,7 @@ from torch import nn
 from common.data.brain import slice_items
 from common.data.brain_transforms import SelectSliced, brats_regions
 from common.data.datasets import cached_dataset
-from common.engines.handlers import LossHistory
+from common.engines.handlers import BestWeights, LossHistory
 from common.engines.memory_format import plain_tensor, to_channels_last
 from common.errors import DataError
 from common.metrics.segmentation import REGIONS, brats_dice_metric
@@ -192,14 +191,8 @@ def fit_segmenter(
         network.load_state_dict(torch.load(init_weights, map_location=device, weights_only=True))
     optimizer = recipe.optimizer(network.parameters())
     evaluator = case_evaluator(network, val_cases, device=device, inferer=inferer)
-    best_file = out / "best_model.pt"
-    CheckpointSaver(
-        save_dir=str(out),
-        save_dict={"network": network},
-        save_key_metric=True,
-        key_metric_filename=best_file.name,
-        key_metric_greater_or_equal=False,
-    ).attach(evaluator)
+    best = BestWeights(out, network)
+    best.attach(evaluator)
     StatsHandler(name="synthaug.segmenter", iteration_log=False, output_transform=lambda x: None).attach(evaluator)
     trainer = SupervisedTrainer(
         device=device,
@@ -215,16 +208,4 @@ def fit_segmenter(
     LossHistory(str(out)).attach(trainer)
     StatsHandler(name="synthaug.segmenter", iteration_log=False, output_transform=lambda x: None).attach(trainer)
     trainer.run()
-    if best_file.is_file():
-        network.load_state_dict(torch.load(best_file, map_location=device, weights_only=True))
-    else:  # no validation epoch ran (max_epochs < val_interval): keep the last weights, and say so
-        logger.warning("no validation epoch ran: keeping the last weights")
-        tmp = best_file.with_name(f".{best_file.name}.tmp-{os.getpid()}")
-        torch.save(network.state_dict(), tmp)
-        os.replace(tmp, best_file)
-    return {
-        "network": network.eval(),
-        "model_file": str(best_file),
-        "best_metric": float(evaluator.state.best_metric),
-        "best_epoch": int(evaluator.state.best_metric_epoch),
-    }
+    return best.restore(evaluator, device)
