@@ -1,5 +1,6 @@
 """What every benchmark script shares: peak memory of a case, running each case in its own subprocess, the timing
-at a case's end, and the command line.
+(one untimed warm-up, then the timed part), the plain loops' channels-last layout (as our engines use it, so that
+engine / plain compares equal work), the classifier cases, and the command line.
 
 A case runs in a fresh interpreter (``<script> --case NAME <the caller's arguments>``) so that its peak memory (max
 RSS on CPU, max allocated on CUDA) is its own and one case's warm-up does not speed up the next; the subprocess
@@ -42,6 +43,72 @@ def case_result(case: str, count: int, start: float, device: torch.device) -> di
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     return {"case": case, "images_per_s": count / seconds, "peak_mb": peak_mb(device), "seconds": seconds}
+
+
+def timed_epochs(epoch: Callable[[], None], epochs: int) -> float:
+    """Run ``epoch`` once untimed (warm-up), then ``epochs`` times; return the start of the timed part."""
+    epoch()
+    start = time.perf_counter()
+    for _ in range(epochs):
+        epoch()
+    return start
+
+
+def timed_fit(train: Callable[[str, int], None], tmp: str, epochs: int) -> float:
+    """``train(out_dir, n_epochs)`` once for one epoch into ``tmp/w`` (warm-up: imports, first allocations), then
+    for ``epochs`` into ``tmp/r``; return the start of the timed run."""
+    train(f"{tmp}/w", 1)
+    start = time.perf_counter()
+    train(f"{tmp}/r", epochs)
+    return start
+
+
+def plain(x, device: torch.device):
+    """A network or a batch for a plain loop: on ``device`` and channels-last, as our engines run them."""
+    from common.engines.memory_format import to_channels_last
+
+    return to_channels_last(x.to(device))
+
+
+CLASSIFIER_CASES = ("classifier_plain", "classifier_engine")
+
+
+def classifier_case(case, make_c, images, labels, num_classes, batch, epochs, device, tmp) -> float:
+    """A classifier case (``CLASSIFIER_CASES``): ``fit_classifier`` (SGD 1e-3, momentum 0.9; no validation in the
+    timed epochs) or the same network, optimiser and cross-entropy in a plain channels-last loop. Returns the start
+    of the timed part (``case_result`` ends it)."""
+    from monai.transforms import Compose
+
+    from common.engines import ClassifierRecipe, fit_classifier
+
+    sgd = dict(lr=1e-3, momentum=0.9)
+    n = len(images)
+    if case == "classifier_engine":
+        recipe = ClassifierRecipe(make_c, lambda params: torch.optim.SGD(params, **sgd))
+        items = [{"image": images[i], "label": int(labels[i])} for i in range(n)]
+
+        def train(out: str, n_epochs: int) -> None:
+            fit_classifier(recipe, items, items[: max(batch, 8)], Compose([]), Compose([]), out,
+                           num_classes=num_classes, max_epochs=n_epochs, batch_size=batch, device=device,
+                           val_interval=10**6)  # fmt: skip
+
+        return timed_fit(train, tmp, epochs)
+    if case != "classifier_plain":
+        raise ValueError(case)
+    net = plain(make_c(), device)
+    opt = torch.optim.SGD(net.parameters(), **sgd)
+    ce = torch.nn.CrossEntropyLoss()
+
+    def epoch():
+        perm = torch.randperm(n)
+        for s in range(0, n, batch):
+            idx = perm[s : s + batch]
+            loss = ce(net(plain(images[idx], device)), labels[idx].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    return timed_epochs(epoch, epochs)
 
 
 def benchmark_cli(

@@ -10,7 +10,7 @@ brings). Each case runs in its own subprocess so that peak memory (max RSS on CP
 from __future__ import annotations
 
 import sys
-import time
+import tempfile
 from functools import partial
 from pathlib import Path
 
@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _harness import benchmark_cli, case_result  # noqa: E402  (benchmarks/ is the script's folder)
+from _harness import CLASSIFIER_CASES, benchmark_cli, case_result, classifier_case, plain, timed_epochs, timed_fit  # noqa: E402  (benchmarks/ is the script's folder)
 
 SIZES = {
     "quick": {"g": (128, 64, 32, 16), "d": (16, 32, 64, 128), "c": (32, 64, 128)},
@@ -36,7 +36,7 @@ def _data(n: int, device):
 def run_case(case: str, size: str, n: int, batch: int, epochs: int, device: torch.device) -> dict:
     from monai.transforms import Compose
 
-    from common.engines import ClassifierRecipe, GANRecipe, fit_classifier, fit_gan
+    from common.engines import GANRecipe, fit_gan
     from common.losses import BCEObjective
     from common.networks import DCGANDiscriminator, DCGANGenerator, FridAdarCNN
 
@@ -47,41 +47,26 @@ def run_case(case: str, size: str, n: int, batch: int, epochs: int, device: torc
     make_d = partial(DCGANDiscriminator, channels=ch["d"])
     make_c = partial(FridAdarCNN, channels=ch["c"])
     adam = partial(torch.optim.Adam, lr=2e-4, betas=(0.5, 0.999))
-    items = [{"image": images[i], "label": int(labels[i])} for i in range(n)]
-    import tempfile
-
     tmp = tempfile.mkdtemp()
     # one warm-up epoch is excluded from the timing in every case
     if case == "gan_engine":
         recipe = GANRecipe(make_g, make_d, adam, adam, BCEObjective())
+        items = [{"image": images[i], "label": int(labels[i])} for i in range(n)]
 
         def train(out: str, n_epochs: int) -> None:
-            fit_gan(
-                recipe,
-                items,
-                Compose([]),
-                out,
-                max_epochs=n_epochs,
-                batch_size=batch,
-                device=device,
-                tensorboard=False,
-                progress=False,
-                sample_interval=10**6,
-                checkpoint_interval=10**6,
-            )
+            fit_gan(recipe, items, Compose([]), out, max_epochs=n_epochs, batch_size=batch, device=device,
+                    tensorboard=False, progress=False, sample_interval=10**6, checkpoint_interval=10**6)  # fmt: skip
 
-        train(tmp + "/w", 1)
-        t = time.perf_counter()
-        train(tmp + "/r", epochs)
+        t = timed_fit(train, tmp, epochs)
     elif case == "gan_plain":
-        G, D = make_g().to(device), make_d().to(device)
+        G, D = plain(make_g(), device), plain(make_d(), device)
         og, od = adam(G.parameters()), adam(D.parameters())
         bce = torch.nn.BCEWithLogitsLoss()
 
         def epoch():
             perm = torch.randperm(n)
             for s in range(0, n - batch + 1, batch):
-                x = images[perm[s : s + batch]].to(device)
+                x = plain(images[perm[s : s + batch]], device)
                 z = G.sample_latent(batch, device=device)
                 with torch.no_grad():
                     f = G(z)
@@ -97,50 +82,9 @@ def run_case(case: str, size: str, n: int, batch: int, epochs: int, device: torc
                 og.step()
                 od.zero_grad(set_to_none=True)
 
-        epoch()
-        t = time.perf_counter()
-        for _ in range(epochs):
-            epoch()
-    elif case == "classifier_engine":
-        recipe = ClassifierRecipe(make_c, partial(torch.optim.SGD, lr=1e-3, momentum=0.9))
-        val = items[: max(batch, 8)]
-
-        def train(out: str, n_epochs: int) -> None:
-            fit_classifier(
-                recipe,
-                items,
-                val,
-                Compose([]),
-                Compose([]),
-                out,
-                num_classes=3,
-                max_epochs=n_epochs,
-                batch_size=batch,
-                device=device,
-                val_interval=10**6,
-            )
-
-        train(tmp + "/w", 1)
-        t = time.perf_counter()
-        train(tmp + "/r", epochs)
-    elif case == "classifier_plain":
-        net = make_c().to(device)
-        opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
-        ce = torch.nn.CrossEntropyLoss()
-
-        def epoch():
-            perm = torch.randperm(n)
-            for s in range(0, n, batch):
-                idx = perm[s : s + batch]
-                loss = ce(net(images[idx].to(device)), labels[idx].to(device))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-
-        epoch()
-        t = time.perf_counter()
-        for _ in range(epochs):
-            epoch()
+        t = timed_epochs(epoch, epochs)
+    elif case in CLASSIFIER_CASES:
+        t = classifier_case(case, make_c, images, labels, 3, batch, epochs, device, tmp)
     else:
         raise ValueError(case)
     return case_result(case, n * epochs, t, device)
@@ -152,7 +96,7 @@ def main() -> None:
         __doc__,
         SIZES,
         run_case,
-        ("gan_plain", "gan_engine", "classifier_plain", "classifier_engine"),
+        ("gan_plain", "gan_engine", *CLASSIFIER_CASES),
         size="quick",
         n=512,
         n_help="images per epoch",

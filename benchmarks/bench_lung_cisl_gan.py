@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _harness import benchmark_cli, case_result  # noqa: E402  (benchmarks/ is the script's folder)
+from _harness import CLASSIFIER_CASES, benchmark_cli, case_result, classifier_case, plain, timed_epochs, timed_fit  # noqa: E402  (benchmarks/ is the script's folder)
 
 SIZES = {
     "cpu": {"g": (128, 64, 32, 16), "d": (16, 32, 64, 128), "c": (16, 32, 64)},
@@ -32,7 +32,7 @@ IMAGE, CLASSES = 32, 6
 def run_case(case: str, size: str, n: int, batch: int, epochs: int, device: torch.device) -> dict:
     from monai.transforms import Compose
 
-    from common.engines import ClassifierRecipe, GANRecipe, fit_classifier, fit_gan, generate_synthetic_set
+    from common.engines import GANRecipe, fit_gan, generate_synthetic_set
     from common.losses import ACGANObjective
     from common.networks import ACGANDiscriminator, ACGANGenerator, FridAdarCNN
 
@@ -45,28 +45,26 @@ def run_case(case: str, size: str, n: int, batch: int, epochs: int, device: torc
     make_d = partial(ACGANDiscriminator, image_size=IMAGE, channels=ch["d"], num_classes=CLASSES, dropout=0.3)
     make_c = partial(FridAdarCNN, num_classes=CLASSES, image_size=IMAGE, channels=ch["c"])
     adam = partial(torch.optim.Adam, lr=2e-4, betas=(0.5, 0.999))
-    items = [{"image": images[i], "label": int(labels[i])} for i in range(n)]
     tmp = tempfile.mkdtemp()
     count = n * epochs
     # one warm-up epoch (or call) is excluded from the timing in every case
     if case == "gan_engine":
         recipe = GANRecipe(make_g, make_d, adam, adam, ACGANObjective())
+        items = [{"image": images[i], "label": int(labels[i])} for i in range(n)]
 
         def train(out: str, n_epochs: int) -> None:
             fit_gan(recipe, items, Compose([]), out, max_epochs=n_epochs, batch_size=batch, device=device,
                     tensorboard=False, progress=False, sample_interval=10**6, checkpoint_interval=10**6)  # fmt: skip
 
-        train(tmp + "/w", 1)
-        t = time.perf_counter()
-        train(tmp + "/r", epochs)
+        t = timed_fit(train, tmp, epochs)
     elif case == "gan_plain":
-        G, D, obj = make_g().to(device), make_d().to(device), ACGANObjective()
+        G, D, obj = plain(make_g(), device), plain(make_d(), device), ACGANObjective()
         og, od = adam(G.parameters()), adam(D.parameters())
 
         def epoch():
             perm = torch.randperm(n)
             for s in range(0, n - batch + 1, batch):
-                x, y = images[perm[s : s + batch]].to(device), labels[perm[s : s + batch]].to(device)
+                x, y = plain(images[perm[s : s + batch]], device), labels[perm[s : s + batch]].to(device)
                 ld = obj.d_loss(G, D, x, y)["d_loss"]
                 od.zero_grad(set_to_none=True)
                 ld.backward()
@@ -75,39 +73,11 @@ def run_case(case: str, size: str, n: int, batch: int, epochs: int, device: torc
                 og.zero_grad(set_to_none=True)
                 lg.backward()
                 og.step()
+                od.zero_grad(set_to_none=True)
 
-        epoch()
-        t = time.perf_counter()
-        for _ in range(epochs):
-            epoch()
-    elif case == "classifier_engine":
-        recipe = ClassifierRecipe(make_c, partial(torch.optim.SGD, lr=1e-3, momentum=0.9))
-
-        def train(out: str, n_epochs: int) -> None:
-            fit_classifier(recipe, items, items[: max(batch, 8)], Compose([]), Compose([]), out, num_classes=CLASSES,
-                           max_epochs=n_epochs, batch_size=batch, device=device, val_interval=10**6)  # fmt: skip
-
-        train(tmp + "/w", 1)
-        t = time.perf_counter()
-        train(tmp + "/r", epochs)
-    elif case == "classifier_plain":
-        net = make_c().to(device)
-        opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
-        ce = torch.nn.CrossEntropyLoss()
-
-        def epoch():
-            perm = torch.randperm(n)
-            for s in range(0, n, batch):
-                idx = perm[s : s + batch]
-                loss = ce(net(images[idx].to(device)), labels[idx].to(device))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-
-        epoch()
-        t = time.perf_counter()
-        for _ in range(epochs):
-            epoch()
+        t = timed_epochs(epoch, epochs)
+    elif case in CLASSIFIER_CASES:
+        t = classifier_case(case, make_c, images, labels, CLASSES, batch, epochs, device, tmp)
     elif case == "generation":  # latent -> patch files in HU + datalist (what inference.json and the protocol do)
         gens = {"conditional": make_g().to(device).eval()}
         per_class = max(1, n // CLASSES)
@@ -132,7 +102,7 @@ def main() -> None:
         __doc__,
         SIZES,
         run_case,
-        ("gan_plain", "gan_engine", "classifier_plain", "classifier_engine", "generation"),
+        ("gan_plain", "gan_engine", *CLASSIFIER_CASES, "generation"),
         size="cpu",
         n=512,
         n_help="images per epoch",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -19,7 +18,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _harness import benchmark_cli, case_result  # noqa: E402  (benchmarks/ is the script's folder)
+from _harness import benchmark_cli, case_result, plain, timed_epochs, timed_fit  # noqa: E402  (benchmarks/ is the script's folder)
 
 SIZES = {
     "quick": {"image_size": 64, "latent_dim": 128, "w_dim": 128, "channel_base": 2048, "channel_max": 64},
@@ -50,19 +49,16 @@ def run_case(case: str, size: str, n: int, batch: int, epochs: int, device: torc
             fit_gan(recipe, items, Compose([]), out, max_epochs=n_epochs, batch_size=batch, device=device,
                     tensorboard=False, progress=False, sample_interval=10**6, checkpoint_interval=10**6)  # fmt: skip
 
-        tmp = tempfile.mkdtemp()
-        train(tmp + "/w", 1)
-        t = time.perf_counter()
-        train(tmp + "/r", epochs)
+        t = timed_fit(train, tempfile.mkdtemp(), epochs)
     elif case == "plain":
         recipe = stylegan2_recipe(**common)
-        G, D = recipe.generator().to(device), recipe.discriminator().to(device)
+        G, D = plain(recipe.generator(), device), plain(recipe.discriminator(), device)
         og, od = recipe.g_optimizer(G.parameters()), recipe.d_optimizer(D.parameters())
 
         def epoch():
             perm = torch.randperm(n)
             for i in range(0, n - batch + 1, batch):
-                x, c = images[perm[i : i + batch]].to(device), labels[perm[i : i + batch]].to(device)
+                x, c = plain(images[perm[i : i + batch]], device), labels[perm[i : i + batch]].to(device)
                 fc = torch.randint(0, 2, (batch,), device=device)
                 with torch.no_grad():
                     f = G(G.sample_latent(batch, device=device), fc)
@@ -76,10 +72,7 @@ def run_case(case: str, size: str, n: int, batch: int, epochs: int, device: torc
                 og.step()
                 od.zero_grad(set_to_none=True)
 
-        epoch()
-        t = time.perf_counter()
-        for _ in range(epochs):
-            epoch()
+        t = timed_epochs(epoch, epochs)
     else:
         raise ValueError(case)
     return case_result(case, n * epochs, t, device)
