@@ -29,8 +29,8 @@ class GANObjective:
     #: as pytorch/examples' DCGAN and junyanz's pix2pix do. Off by default, where each step makes fakes twice (no-grad
     #: for D, a second draw for G): switching it changes the random stream, and the shipped models were trained
     #: without it. Measured in docs/generators.md: 1.0-1.2x faster per step on a CPU; generators of the efficient
-    #: recipe: the lung ACGAN worse (2 seeds), the liver DCGANs mixed, brain's pix2pix unchanged (each bundle's
-    #: docs/results/reuse_fakes_quality.json).
+    #: recipe: the lung ACGAN worse (2 seeds), the liver DCGANs and brain's pix2pix without a consistent difference
+    #: (2 seeds each; each bundle's docs/results/reuse_fakes_quality.json).
     reuse_fakes: bool = False
 
     def sample_labels(
