@@ -1,6 +1,9 @@
 """What every benchmark script shares: peak memory of a case, running each case in its own subprocess, the timing
-(one untimed warm-up, then the timed part), the plain loops' channels-last layout (as our engines use it, so that
-engine / plain compares equal work), the classifier cases, and the command line.
+(one untimed warm-up, then the timed part), the plain loops' channels-last layout (as our engines use it), the
+classifier cases, and the command line. One difference stays, by design: the GAN engine freezes D's weights during
+G's step (``common.engines.gan_engine.frozen``: no gradients for D's weights), which the plain loops do not; at the
+paper's widths that saves nothing measurable, at the efficient widths G's step is about 1.2x faster
+(``bench_frozen_critic.py``), so engine / plain includes that gain.
 
 A case runs in a fresh interpreter (``<script> --case NAME <the caller's arguments>``) so that its peak memory (max
 RSS on CPU, max allocated on CUDA) is its own and one case's warm-up does not speed up the next; the subprocess

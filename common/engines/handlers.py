@@ -187,12 +187,10 @@ class LossHistory:
             with open(self.path, newline="") as f:
                 old_rows = list(csv.DictReader(f))
             header += missing
-            tmp = self.path.with_name(f".{self.path.name}.tmp")
-            with open(tmp, "w", newline="") as f:
+            with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=header, restval="")
                 writer.writeheader()
                 writer.writerows(old_rows)
-            tmp.replace(self.path)
         with open(self.path, "a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=header or list(row), restval="")
             if not header:
